@@ -1,0 +1,29 @@
+"""hf_wav2vec2: wav2vec 2.0 from scratch, at home in the Hugging Face ecosystem.
+
+Importing the package registers the classes with the transformers Auto classes (model_type ``w2v2``).
+"""
+
+from transformers import AutoConfig, AutoModel, AutoModelForCTC, AutoModelForPreTraining
+
+from .configuration import W2V2Config
+from .feature_encoder import num_frames
+from .modeling import (
+    W2V2BaseModelOutput,
+    W2V2CTCOutput,
+    W2V2ForCTC,
+    W2V2ForPreTraining,
+    W2V2ForPreTrainingOutput,
+    W2V2Model,
+    W2V2PreTrainedModel,
+)
+
+AutoConfig.register(W2V2Config.model_type, W2V2Config, exist_ok=True)
+AutoModel.register(W2V2Config, W2V2Model, exist_ok=True)
+AutoModelForPreTraining.register(W2V2Config, W2V2ForPreTraining, exist_ok=True)
+AutoModelForCTC.register(W2V2Config, W2V2ForCTC, exist_ok=True)
+
+__all__ = [
+    "W2V2BaseModelOutput", "W2V2CTCOutput", "W2V2Config", "W2V2ForCTC", "W2V2ForPreTraining",
+    "W2V2ForPreTrainingOutput", "W2V2Model", "W2V2PreTrainedModel", "num_frames",
+]
+__version__ = "0.1.0"

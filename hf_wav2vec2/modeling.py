@@ -1,0 +1,402 @@
+"""wav2vec 2.0 models: the shared base (:class:`W2V2Model`), self-supervised pretraining
+(:class:`W2V2ForPreTraining`) and CTC fine-tuning (:class:`W2V2ForCTC`).
+
+Parameter names and shapes are those of the official Hugging Face checkpoints, so their folders load directly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.utils import ModelOutput
+
+from .configuration import W2V2Config
+from .feature_encoder import ConvLayer, FeatureEncoder, FeatureProjection, frame_mask, num_frames
+from .losses import contrastive_logits, contrastive_loss, diversity_loss, feature_penalty, pretraining_loss
+from .masking import compute_channel_mask, compute_span_mask, sample_negatives
+from .quantizer import GumbelQuantizer
+from .transformer import Encoder, PositionalConvEmbedding
+
+
+# ----------------------------------------------------------------------------------------------------- outputs
+@dataclass
+class W2V2BaseModelOutput(ModelOutput):
+    """
+    last_hidden_state: (B, T, H) context representations ``c``.
+    extract_features: (B, T, C) layer-normalised conv features (the quantizer input).
+    feature_penalty: () mean squared conv feature over real frames (fp32).
+    frame_mask: (B, T) bool real frames, or None when the input was not padded.
+    hidden_states: tuple of (B, T, H): the input of every block, then the final output; when asked.
+    """
+
+    last_hidden_state: torch.Tensor | None = None
+    extract_features: torch.Tensor | None = None
+    feature_penalty: torch.Tensor | None = None
+    frame_mask: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class W2V2ForPreTrainingOutput(ModelOutput):
+    """All losses are sums over the masked frames of this batch (divide by the global masked count to train).
+
+    loss: () L_m + alpha * L_d * n + beta * penalty * n.
+    contrastive_loss: () summed InfoNCE (eq. 3).
+    diversity_loss: () (GV - prob perplexity) / GV * n.
+    feature_penalty: () mean squared conv feature * n.
+    codevector_perplexity: () soft perplexity of the averaged codebook distribution (fairseq prob_perplexity).
+    code_perplexity: () perplexity of the codes actually chosen (hard).
+    accuracy: () fraction of masked frames whose true quantized target scores highest.
+    num_masked: () n, masked frames in this batch.
+    projected_states: (N, D) ``project_hid(c_t)`` at the masked frames, in row-major (batch, time) order.
+    projected_quantized_states: (N, D) ``project_q(q_t)`` at the same frames.
+    logits: (N, 1 + K) contrastive logits, positive first.
+    mask_time_indices: (B, T) bool, the mask used.
+    hidden_states: as in :class:`W2V2BaseModelOutput`.
+    """
+
+    loss: torch.Tensor | None = None
+    contrastive_loss: torch.Tensor | None = None
+    diversity_loss: torch.Tensor | None = None
+    feature_penalty: torch.Tensor | None = None
+    codevector_perplexity: torch.Tensor | None = None
+    code_perplexity: torch.Tensor | None = None
+    accuracy: torch.Tensor | None = None
+    num_masked: torch.Tensor | None = None
+    projected_states: torch.Tensor | None = None
+    projected_quantized_states: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    mask_time_indices: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class W2V2CTCOutput(ModelOutput):
+    """loss: () CTC loss (reduction per ``config.ctc_loss_reduction``); logits: (B, T, V);
+    hidden_states: as in :class:`W2V2BaseModelOutput`."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+
+
+# -------------------------------------------------------------------------------------------------- base class
+class W2V2PreTrainedModel(PreTrainedModel):
+    config_class = W2V2Config
+    base_model_prefix = "wav2vec2"
+    main_input_name = "input_values"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+
+    def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False):
+        # transformers skips container modules without direct parameters (ConvLayer, FeatureProjection, ...) for
+        # code outside its tree; every init below goes through its guarded functions, so that guard is not needed.
+        super()._initialize_weights(module, is_custom_code=False)
+
+    def _init_weights(self, module: nn.Module):
+        """fairseq's initialisation, the one place where weights are set. Modules are visited children first, so a
+        container's rule (e.g. the CTC head) overrides the generic Linear rule below."""
+        if isinstance(module, GumbelQuantizer):
+            # Gumbel logits start at unit scale so every entry is reachable; codewords uniform in [0, 1).
+            init.normal_(module.weight_proj.weight, mean=0.0, std=1.0)
+            init.zeros_(module.weight_proj.bias)
+            init.uniform_(module.codevectors)
+        elif isinstance(module, PositionalConvEmbedding):
+            # std = sqrt(4 / (kernel * channels)) on the direction v; the magnitude g starts at |v| so w = v.
+            conv = module.conv
+            v = conv.parametrizations.weight.original1
+            init.normal_(v, mean=0.0, std=math.sqrt(4.0 / (conv.kernel_size[0] * conv.in_channels)))
+            init.copy_(conv.parametrizations.weight.original0, torch.linalg.vector_norm(v, dim=(0, 1), keepdim=True))
+            init.zeros_(conv.bias)
+        elif isinstance(module, ConvLayer):
+            init.kaiming_normal_(module.conv.weight)
+            if module.conv.bias is not None:
+                bound = math.sqrt(1.0 / (module.conv.in_channels * module.conv.kernel_size[0]))
+                init.uniform_(module.conv.bias, a=-bound, b=bound)
+        elif isinstance(module, FeatureProjection):
+            # PyTorch's default Linear init, as fairseq's post_extract_proj.
+            bound = 1.0 / math.sqrt(module.projection.in_features)
+            init.uniform_(module.projection.weight, a=-bound, b=bound)
+            init.uniform_(module.projection.bias, a=-bound, b=bound)
+        elif isinstance(module, W2V2ForPreTraining):
+            # The two final projections keep PyTorch's default Linear init, as fairseq.
+            for linear in (module.project_hid, module.project_q):
+                bound = 1.0 / math.sqrt(linear.in_features)
+                init.uniform_(linear.weight, a=-bound, b=bound)
+                init.uniform_(linear.bias, a=-bound, b=bound)
+        elif isinstance(module, W2V2Model) and module.masked_spec_embed is not None:
+            init.uniform_(module.masked_spec_embed)
+        elif isinstance(module, W2V2ForCTC):
+            # fairseq's Linear(): Xavier-uniform weight, zero bias.
+            init.xavier_uniform_(module.lm_head.weight)
+            init.zeros_(module.lm_head.bias)
+        elif isinstance(module, nn.Linear):
+            # Transformer blocks: BERT init (normal, std initializer_range), fairseq init_bert_params.
+            init.normal_(module.weight, mean=0.0, std=self.config.initializer_range)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, (nn.LayerNorm, nn.GroupNorm)):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+
+    def num_frames(self, num_samples: int | torch.Tensor):
+        """Frames the model outputs for ``num_samples`` audio samples (the feature encoder's arithmetic)."""
+        return num_frames(num_samples, self.config.conv_kernel, self.config.conv_stride)
+
+    def freeze_feature_encoder(self):
+        """Stop training the conv encoder (fine-tuning recipe)."""
+        for p in self._base().feature_extractor.parameters():
+            p.requires_grad = False
+
+    def _base(self) -> W2V2Model:
+        return self if isinstance(self, W2V2Model) else self.wav2vec2
+
+
+# ------------------------------------------------------------------------------------------------------- model
+class W2V2Model(W2V2PreTrainedModel):
+    """Feature encoder, projection, time/channel masking and context network: raw audio -> ``c`` (B, T, H)."""
+
+    def __init__(self, config: W2V2Config):
+        super().__init__(config)
+        self.feature_extractor = FeatureEncoder(config)
+        self.feature_projection = FeatureProjection(config.conv_dim[-1], config.hidden_size, config.layer_norm_eps,
+                                                    config.feat_proj_dropout)
+        # Official checkpoints carry the learned mask vector only when some masking is configured.
+        self.masked_spec_embed = None
+        if config.mask_time_prob > 0.0 or config.mask_feature_prob > 0.0:
+            self.masked_spec_embed = nn.Parameter(torch.empty(config.hidden_size))
+        self.encoder = Encoder(config)
+        self.post_init()
+
+    def _check_inputs(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
+        """Clear errors instead of silent garbage; returns (B,) real sample counts or None."""
+        if not isinstance(input_values, torch.Tensor) or input_values.dim() != 2:
+            shape = tuple(input_values.shape) if isinstance(input_values, torch.Tensor) else type(input_values)
+            raise ValueError(f"input_values must be a (batch, samples) tensor of raw 16 kHz audio, got {shape}")
+        if not input_values.is_floating_point():
+            raise TypeError(f"input_values must be floating point audio, got dtype {input_values.dtype}")
+        rf = self.config.receptive_field
+        if input_values.shape[1] < rf:
+            raise ValueError(f"input_values has {input_values.shape[1]} samples, fewer than the receptive field of "
+                             f"{rf} samples ({rf / 16:.0f} ms at 16 kHz): no frame can be computed")
+        lengths = None
+        if attention_mask is not None:
+            if attention_mask.shape != input_values.shape:
+                raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} differs from input_values "
+                                 f"shape {tuple(input_values.shape)}")
+            lengths = attention_mask.long().sum(-1)
+        if not torch.compiler.is_compiling():
+            if not torch.isfinite(input_values).all():
+                raise ValueError("input_values contains NaN or infinite samples")
+            if lengths is not None and (lengths < rf).any():
+                short = [(i, int(n)) for i, n in enumerate(lengths.tolist()) if n < rf]
+                raise ValueError(f"batch items (index, samples) {short} are shorter than the receptive field of "
+                                 f"{rf} samples")
+            if lengths is not None and bool((lengths == input_values.shape[1]).all()):
+                lengths = None  # nothing padded: take the unmasked fast paths
+        return lengths
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        mask_time_indices: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        generator: torch.Generator | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> W2V2BaseModelOutput:
+        """input_values: (B, L) 16 kHz audio; attention_mask: (B, L) 1 on real samples; mask_time_indices: (B, T)
+        bool frames to replace by the mask embedding (sampled in training from the config when None)."""
+        # 1. raw audio -> latent speech representations z (B, T, C)
+        lengths = self._check_inputs(input_values, attention_mask)
+        features = self.feature_extractor(input_values, lengths).transpose(1, 2)  # (B, T, C)
+        batch, t, _ = features.shape
+        valid = frame_mask(self.num_frames(lengths), t) if lengths is not None else None
+        penalty = feature_penalty(features, valid)
+
+        # 2. layer norm + projection to the model width
+        hidden, extract_features = self.feature_projection(features)  # (B, T, H), (B, T, C)
+
+        # 3. mask spans of time steps with a learned vector (section 3.1) and, in fine-tuning, channels
+        if mask_time_indices is None and self.training and self.config.apply_spec_augment \
+                and self.config.mask_time_prob > 0:
+            frame_lengths = valid.sum(1) if valid is not None else torch.full((batch,), t, device=hidden.device)
+            mask_time_indices = compute_span_mask(
+                frame_lengths, t, self.config.mask_time_prob, self.config.mask_time_length,
+                self.config.mask_time_min_masks, require_same_masks=False, generator=generator,
+            ).to(hidden.device)
+        if mask_time_indices is not None:
+            hidden = torch.where(mask_time_indices[..., None].to(hidden.device),
+                                 self.masked_spec_embed.to(hidden.dtype), hidden)
+        if self.training and self.config.apply_spec_augment and self.config.mask_feature_prob > 0:
+            channels = compute_channel_mask(batch, hidden.shape[-1], self.config.mask_feature_prob,
+                                            self.config.mask_feature_length, self.config.mask_feature_min_masks,
+                                            generator=generator, device=hidden.device).to(hidden.device)
+            hidden = hidden.masked_fill(channels[:, None, :], 0.0)
+
+        # 4. context network g: Z -> C
+        hidden, hidden_states = self.encoder(hidden, valid, bool(output_hidden_states))
+        return W2V2BaseModelOutput(last_hidden_state=hidden, extract_features=extract_features,
+                                   feature_penalty=penalty, frame_mask=valid, hidden_states=hidden_states)
+
+
+class W2V2ForPreTraining(W2V2PreTrainedModel):
+    """wav2vec 2.0 self-supervised objective: contrastive task over quantized latents + diversity + feature
+    penalty."""
+
+    def __init__(self, config: W2V2Config):
+        super().__init__(config)
+        self.wav2vec2 = W2V2Model(config)
+        self.dropout_features = nn.Dropout(config.feat_quantizer_dropout)
+        self.quantizer = GumbelQuantizer(config.conv_dim[-1], config.num_codevector_groups,
+                                         config.num_codevectors_per_group, config.codevector_dim)
+        self.project_hid = nn.Linear(config.hidden_size, config.proj_codevector_dim)
+        self.project_q = nn.Linear(config.codevector_dim, config.proj_codevector_dim)
+        self.quantizer.temperature = config.gumbel_temperature_start
+        self.post_init()
+
+    def set_gumbel_temperature(self, temperature: float):
+        """Gumbel-softmax temperature tau for the next steps (training.schedules.gumbel_temperature gives it)."""
+        self.quantizer.temperature = float(temperature)
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        mask_time_indices: torch.Tensor | None = None,
+        sampled_negative_indices: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        generator: torch.Generator | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> W2V2ForPreTrainingOutput:
+        """input_values: (B, L); attention_mask: (B, L); mask_time_indices: (B, T) bool, sampled when None;
+        sampled_negative_indices: (B, T, K) long frame indices within the same utterance, sampled when None (only
+        the rows at masked frames are read, and they must point at masked frames)."""
+        cfg = self.config
+        base = self.wav2vec2
+        # 1. mask: p * T / M spans of M frames per utterance, the same masked count in every row (section 3.1)
+        if mask_time_indices is None:
+            lengths = base._check_inputs(input_values, attention_mask)
+            t = int(self.num_frames(input_values.shape[1]))
+            frame_lengths = self.num_frames(lengths) if lengths is not None \
+                else torch.full((input_values.shape[0],), t, device=input_values.device)
+            mask_time_indices = compute_span_mask(
+                frame_lengths, t, cfg.mask_time_prob, cfg.mask_time_length, cfg.mask_time_min_masks,
+                require_same_masks=cfg.require_same_masks, generator=generator,
+            )
+        mask = mask_time_indices.to(device=input_values.device, dtype=torch.bool)
+
+        # 2. context network over the masked input: c (B, T, H)
+        out = base(input_values, attention_mask, mask_time_indices=mask, output_hidden_states=output_hidden_states,
+                   generator=generator)
+        if out.frame_mask is not None and (mask & ~out.frame_mask).any():
+            raise ValueError("mask_time_indices masks padded frames")
+        num_masked = mask.sum()
+        if not torch.compiler.is_compiling() and int(num_masked) == 0:
+            raise ValueError("no frame is masked: the contrastive task needs at least one masked frame per batch")
+
+        # 3. quantize the unmasked latents of the masked frames only: q_t (N, d) (section 2)
+        quantized = self.quantizer(self.dropout_features(out.extract_features[mask]))
+        targets = self.project_q(quantized.codevectors.to(self.project_q.weight.dtype))  # (N, D)
+        context = self.project_hid(out.last_hidden_state[mask])  # (N, D)
+
+        # 4. K distractors from other masked frames of the same utterance (eq. 3)
+        if sampled_negative_indices is None:
+            sampled_negative_indices = sample_negatives(mask, cfg.num_negatives, generator)
+        negative_index = self._masked_rows(mask, sampled_negative_indices.to(mask.device))  # (N, K)
+        code = quantized.code_ids  # a distractor with the positive's codes is the positive itself
+        same_code = (code[negative_index] == code[:, None, :]).all(-1)  # (N, K)
+
+        # 5. contrastive, diversity and feature-penalty terms (eq. 2-4), summed over masked frames
+        logits = contrastive_logits(context, targets, negative_index, same_code, cfg.contrastive_logits_temperature)
+        contrastive_sum, correct = contrastive_loss(logits)
+        num_codevectors = cfg.num_codevector_groups * cfg.num_codevectors_per_group
+        parts = pretraining_loss(contrastive_sum, diversity_loss(quantized.prob_perplexity, num_codevectors),
+                                 out.feature_penalty, num_masked, cfg.diversity_loss_weight,
+                                 cfg.feature_penalty_weight)
+        return W2V2ForPreTrainingOutput(
+            loss=parts.total, contrastive_loss=parts.contrastive, diversity_loss=parts.diversity,
+            feature_penalty=parts.penalty, codevector_perplexity=quantized.prob_perplexity,
+            code_perplexity=quantized.code_perplexity, accuracy=correct.float() / num_masked.clamp_min(1),
+            num_masked=num_masked, projected_states=context, projected_quantized_states=targets, logits=logits,
+            mask_time_indices=mask, hidden_states=out.hidden_states,
+        )
+
+    @staticmethod
+    def _masked_rows(mask: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
+        """(B, T, K) frame indices within each utterance -> (N, K) rows of the masked-frame list."""
+        batch, length = mask.shape
+        if negatives.shape[:2] != mask.shape:
+            raise ValueError(f"sampled_negative_indices must be (batch, frames, K) = ({batch}, {length}, K), "
+                             f"got {tuple(negatives.shape)}")
+        row_of_frame = mask.flatten().long().cumsum(0) - 1  # (B*T,) position in the masked list
+        flat = negatives.long() + (torch.arange(batch, device=mask.device) * length)[:, None, None]
+        picked = flat[mask]  # (N, K)
+        if not torch.compiler.is_compiling():
+            if (negatives[mask] < 0).any() or (negatives[mask] >= length).any():
+                raise ValueError(f"sampled_negative_indices must lie in [0, {length})")
+            if not mask.flatten()[picked].all():
+                raise ValueError("sampled_negative_indices must point at masked frames of the same utterance")
+        return row_of_frame[picked]
+
+
+class W2V2ForCTC(W2V2PreTrainedModel):
+    """wav2vec 2.0 with a linear CTC head over the context representations (section 4)."""
+
+    def __init__(self, config: W2V2Config):
+        super().__init__(config)
+        if config.vocab_size is None:
+            raise ValueError("W2V2ForCTC needs config.vocab_size (the CTC vocabulary size including the blank)")
+        self.wav2vec2 = W2V2Model(config)
+        self.dropout = nn.Dropout(config.final_dropout)
+        self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
+        self.post_init()
+
+    def freeze_base_model(self):
+        """Train only the CTC projection (the first ``freeze_finetune_updates`` updates of the recipe)."""
+        for p in self.wav2vec2.parameters():
+            p.requires_grad = False
+
+    def forward(
+        self,
+        input_values: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        output_hidden_states: bool | None = None,
+        generator: torch.Generator | None = None,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> W2V2CTCOutput:
+        """input_values: (B, L); attention_mask: (B, L); labels: (B, U) token ids padded with -100 (or the blank
+        id, as transformers' collators may pad)."""
+        out = self.wav2vec2(input_values, attention_mask, output_hidden_states=output_hidden_states,
+                            generator=generator)
+        logits = self.lm_head(self.dropout(out.last_hidden_state))  # (B, T, V)
+        loss = None
+        if labels is not None:
+            if labels.max() >= self.config.vocab_size:
+                raise ValueError(f"labels must lie below vocab_size={self.config.vocab_size}, got {int(labels.max())}")
+            b, t, _ = logits.shape
+            frames = out.frame_mask.sum(1) if out.frame_mask is not None else torch.full((b,), t)
+            loss = ctc_loss(logits, labels, frames, self.config.pad_token_id, self.config.ctc_loss_reduction,
+                            self.config.ctc_zero_infinity)
+        return W2V2CTCOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
+
+
+def ctc_loss(logits: torch.Tensor, labels: torch.Tensor, frames: torch.Tensor, blank: int, reduction: str,
+             zero_infinity: bool) -> torch.Tensor:
+    """CTC over (B, T, V) logits with fp32 log-softmax. labels (B, U): entries < 0 or == blank are padding.
+    ``reduction``: "sum", or "mean" (each loss divided by its target length, then averaged over the batch)."""
+    targets_mask = (labels >= 0) & (labels != blank)
+    log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # (T, B, V)
+    with torch.backends.cudnn.flags(enabled=False):  # cuDNN's CTC demands int32 lengths and targets on the CPU
+        return F.ctc_loss(log_probs, labels[targets_mask], frames.to(torch.long), targets_mask.sum(-1),
+                          blank=blank, reduction=reduction, zero_infinity=zero_infinity)

@@ -1,0 +1,58 @@
+"""Gumbel product quantizer (section 2, "Quantization module"): G codebooks of V entries; a frame picks one entry
+per codebook and the G entries are concatenated."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass
+class QuantizerOutput:
+    """codevectors: (N, d) quantized frames; code_ids: (N, G) chosen entries; prob_perplexity: perplexity of the
+    averaged softmax (the diversity loss uses it); code_perplexity: perplexity of the chosen entries."""
+
+    codevectors: torch.Tensor
+    code_ids: torch.Tensor
+    prob_perplexity: torch.Tensor
+    code_perplexity: torch.Tensor
+
+
+def _perplexity(marginal: torch.Tensor) -> torch.Tensor:
+    """marginal: (G, V) distributions -> sum over groups of exp(entropy)."""
+    return torch.exp(-torch.xlogy(marginal, marginal).sum(-1)).sum()
+
+
+class GumbelQuantizer(nn.Module):
+    """(N, C) features -> (N, d) codevectors. Training: straight-through hard Gumbel-softmax at ``temperature``;
+    eval: argmax. Parameter names match the official checkpoints (``weight_proj``, ``codevectors``)."""
+
+    def __init__(self, in_dim: int, num_groups: int, num_vars: int, codevector_dim: int):
+        super().__init__()
+        self.num_groups, self.num_vars = num_groups, num_vars
+        self.weight_proj = nn.Linear(in_dim, num_groups * num_vars)
+        self.codevectors = nn.Parameter(torch.empty(1, num_groups * num_vars, codevector_dim // num_groups))
+        self.temperature = 2.0  # annealed by the training loop (training.schedules.gumbel_temperature)
+
+    def forward(self, features: torch.Tensor) -> QuantizerOutput:
+        n = features.shape[0]
+        # fp32 logits: Gumbel noise and softmax in half precision lose the small differences that pick the code.
+        logits = self.weight_proj(features).float().view(n, self.num_groups, self.num_vars)  # (N, G, V)
+        code_ids = logits.argmax(-1)  # (N, G)
+        book = self.codevectors.view(self.num_groups, self.num_vars, -1)  # (G, V, d/G)
+
+        if self.training:
+            onehot = F.gumbel_softmax(logits, tau=self.temperature, hard=True)  # (N, G, V), straight-through
+            code_ids = onehot.argmax(-1)
+            # A batched matmul per group, never a (N, G*V, d) broadcast.
+            q = torch.einsum("ngv,gvd->ngd", onehot.to(book.dtype), book)
+        else:
+            q = book[torch.arange(self.num_groups, device=code_ids.device), code_ids]  # (N, G, d/G) gather
+
+        soft = torch.softmax(logits, dim=-1).mean(0)  # (G, V)
+        argmax_ids = logits.argmax(-1)  # noiseless choice, as fairseq's code_perplexity
+        hard = F.one_hot(argmax_ids, self.num_vars).float().mean(0)  # (G, V)
+        return QuantizerOutput(q.reshape(n, -1), code_ids, _perplexity(soft), _perplexity(hard))

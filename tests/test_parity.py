@@ -1,0 +1,124 @@
+"""Parity with transformers' wav2vec2 (the oracle): same weights, masks and negatives -> same outputs and losses."""
+
+import torch
+from conftest import tiny_config, tiny_hf_config
+from transformers import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
+from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices, _sample_negative_indices
+
+from hf_wav2vec2 import W2V2ForCTC, W2V2ForPreTraining
+
+ATOL = 1e-4
+
+
+def _load_ours(cls, hf_model, tmp_path):
+    hf_model.save_pretrained(tmp_path / "official")
+    model, info = cls.from_pretrained(tmp_path / "official", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    return model.eval()
+
+
+def _audio(batch=2, samples=4000):
+    return torch.randn(batch, samples)
+
+
+def test_ctc_logits_and_hidden_states_match(variant, tmp_path):
+    hf = Wav2Vec2ForCTC(tiny_hf_config(variant)).eval()
+    ours = _load_ours(W2V2ForCTC, hf, tmp_path)
+    x = _audio()
+    with torch.no_grad():
+        ref = hf(x, output_hidden_states=True)
+        got = ours(x, output_hidden_states=True)
+    assert (got.logits - ref.logits).abs().max() <= ATOL
+    ref_base = hf.wav2vec2(x).last_hidden_state
+    got_base = ours.wav2vec2(x).last_hidden_state
+    assert (got_base - ref_base).abs().max() <= ATOL
+
+
+def test_ctc_loss_matches(variant, tmp_path):
+    hf = Wav2Vec2ForCTC(tiny_hf_config(variant, ctc_zero_infinity=True)).eval()
+    ours = _load_ours(W2V2ForCTC, hf, tmp_path)
+    x = _audio()
+    labels = torch.tensor([[3, 4, 5, -100, -100], [6, 7, 8, 9, 10]])
+    for reduction in ("sum", "mean"):
+        hf.config.ctc_loss_reduction = ours.config.ctc_loss_reduction = reduction
+        with torch.no_grad():
+            assert torch.allclose(ours(x, labels=labels).loss, hf(x, labels=labels).loss, atol=ATOL, rtol=1e-5)
+
+
+def test_layer_norm_variant_padded_matches_transformers(tmp_path):
+    # With a layer-norm conv encoder transformers' padded outputs are exact, so they are an oracle too.
+    hf = Wav2Vec2ForCTC(tiny_hf_config("layer_preln")).eval()
+    ours = _load_ours(W2V2ForCTC, hf, tmp_path)
+    x = _audio(samples=4000)
+    attention_mask = torch.ones_like(x, dtype=torch.long)
+    attention_mask[1, 2500:] = 0
+    x[1, 2500:] = 0
+    with torch.no_grad():
+        ref = hf(x, attention_mask=attention_mask).logits
+        got = ours(x, attention_mask=attention_mask).logits
+    frames = int(ours.num_frames(2500))
+    assert (got[0] - ref[0]).abs().max() <= ATOL
+    assert (got[1, :frames] - ref[1, :frames]).abs().max() <= ATOL
+
+
+def _pinned_mask_and_negatives(model, x):
+    t = int(model.num_frames(x.shape[1]))
+    mask = _compute_mask_indices((x.shape[0], t), mask_prob=0.65, mask_length=4, min_masks=2)
+    negatives = _sample_negative_indices((x.shape[0], t), num_negatives=10, mask_time_indices=mask)
+    mask = torch.tensor(mask, dtype=torch.bool)
+    negatives = torch.tensor(negatives, dtype=torch.long)  # transformers: flat indices over B*T
+    ours_negatives = negatives - (torch.arange(x.shape[0]) * t)[:, None, None]  # ours: within the utterance
+    return mask, negatives, ours_negatives
+
+
+def test_pretraining_contrastive_loss_matches_in_eval(variant, tmp_path):
+    hf = Wav2Vec2ForPreTraining(tiny_hf_config(variant)).eval()
+    ours = _load_ours(W2V2ForPreTraining, hf, tmp_path)
+    x = _audio(samples=8000)
+    mask, hf_neg, our_neg = _pinned_mask_and_negatives(ours, x)
+    with torch.no_grad():
+        ref = hf(x, mask_time_indices=mask, sampled_negative_indices=hf_neg)
+        got = ours(x, mask_time_indices=mask, sampled_negative_indices=our_neg)
+    assert torch.allclose(got.contrastive_loss, ref.contrastive_loss, rtol=1e-5, atol=ATOL)
+    # Eval mode: transformers reports the perplexity of the argmax codes, our code_perplexity.
+    assert torch.allclose(got.code_perplexity, ref.codevector_perplexity, atol=ATOL)
+    assert got.num_masked == mask.sum()
+    assert (got.projected_states - ref.projected_states[mask]).abs().max() <= ATOL
+    assert (got.projected_quantized_states - ref.projected_quantized_states[mask]).abs().max() <= ATOL
+
+
+def test_pretraining_diversity_and_soft_perplexity_match_in_train(variant, tmp_path):
+    # Training mode (all dropouts 0): the soft perplexity and the diversity loss do not depend on the Gumbel noise.
+    hf = Wav2Vec2ForPreTraining(tiny_hf_config(variant)).train()
+    ours = _load_ours(W2V2ForPreTraining, hf, tmp_path).train()
+    x = _audio(samples=8000)
+    mask, hf_neg, our_neg = _pinned_mask_and_negatives(ours, x)
+    ref = hf(x, mask_time_indices=mask, sampled_negative_indices=hf_neg)
+    got = ours(x, mask_time_indices=mask, sampled_negative_indices=our_neg)
+    assert torch.allclose(got.codevector_perplexity, ref.codevector_perplexity, atol=ATOL)
+    assert torch.allclose(got.diversity_loss, ref.diversity_loss, atol=ATOL)
+
+
+def test_reverse_load_into_transformers(variant, tmp_path):
+    ours = W2V2ForCTC(tiny_config(variant)).eval()
+    ours.save_pretrained(tmp_path / "ours")
+    assert (tmp_path / "ours" / "model.safetensors").exists()
+    hf, info = Wav2Vec2ForCTC.from_pretrained(tmp_path / "ours", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    x = _audio()
+    with torch.no_grad():
+        assert (ours(x).logits - hf.eval()(x).logits).abs().max() <= ATOL
+
+    pre = W2V2ForPreTraining(tiny_config(variant))
+    pre.save_pretrained(tmp_path / "pre")
+    _, info = Wav2Vec2ForPreTraining.from_pretrained(tmp_path / "pre", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+
+
+def test_official_config_fields_load(tmp_path):
+    hf = Wav2Vec2ForCTC(tiny_hf_config("group_postln", mask_time_prob=0.05, layerdrop=0.1))
+    hf.save_pretrained(tmp_path / "official")
+    ours = W2V2ForCTC.from_pretrained(tmp_path / "official")
+    assert ours.config.model_type == "w2v2"
+    assert ours.config.mask_time_prob == 0.05 and ours.config.layerdrop == 0.1
+    assert ours.config.conv_dim == (32, 32, 32)

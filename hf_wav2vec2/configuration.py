@@ -169,6 +169,7 @@ class W2V2Config(PreTrainedConfig):
         super().__post_init__(**kwargs)
         # A loaded official config.json carries model_type "wav2vec2"; ours is the class attribute.
         self.__dict__.pop("model_type", None)
+        self.validate_architecture()  # here too, so that users get a plain ValueError naming the values
 
     @property
     def num_feat_extract_layers(self) -> int:

@@ -233,6 +233,9 @@ class W2V2Model(W2V2PreTrainedModel):
                 self.config.mask_time_min_masks, require_same_masks=False, generator=generator,
             ).to(hidden.device)
         if mask_time_indices is not None:
+            if self.masked_spec_embed is None:
+                raise ValueError("mask_time_indices given, but this model has no mask embedding (its config has "
+                                 "mask_time_prob = mask_feature_prob = 0)")
             hidden = torch.where(mask_time_indices[..., None].to(hidden.device),
                                  self.masked_spec_embed.to(hidden.dtype), hidden)
         if self.training and self.config.apply_spec_augment and self.config.mask_feature_prob > 0:
@@ -284,9 +287,8 @@ class W2V2ForPreTraining(W2V2PreTrainedModel):
         base = self.wav2vec2
         # 1. mask: p * T / M spans of M frames per utterance, the same masked count in every row (section 3.1)
         if mask_time_indices is None:
-            lengths = base._check_inputs(input_values, attention_mask)
-            t = int(self.num_frames(input_values.shape[1]))
-            frame_lengths = self.num_frames(lengths) if lengths is not None \
+            t = int(self.num_frames(input_values.shape[-1]))
+            frame_lengths = self.num_frames(attention_mask.long().sum(-1)) if attention_mask is not None \
                 else torch.full((input_values.shape[0],), t, device=input_values.device)
             mask_time_indices = compute_span_mask(
                 frame_lengths, t, cfg.mask_time_prob, cfg.mask_time_length, cfg.mask_time_min_masks,

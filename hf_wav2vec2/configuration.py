@@ -193,7 +193,8 @@ class W2V2Config(PreTrainedConfig):
         """Called by ``@strict`` at construction: inconsistent settings raise with the offending values."""
         lengths = {name: len(getattr(self, name)) for name in ("conv_dim", "conv_kernel", "conv_stride")}
         if len(set(lengths.values())) != 1 or not self.conv_dim:
-            raise ValueError(f"conv_dim, conv_kernel and conv_stride must be non-empty and of one length, got {lengths}")
+            raise ValueError(
+                f"conv_dim, conv_kernel and conv_stride must be non-empty and of one length, got {lengths}")
         for name in ("conv_dim", "conv_kernel", "conv_stride"):
             if any(int(v) < 1 for v in getattr(self, name)):
                 raise ValueError(f"{name} entries must be positive integers, got {getattr(self, name)}")
@@ -204,7 +205,8 @@ class W2V2Config(PreTrainedConfig):
                 raise ValueError(f"{name}={getattr(self, name)!r} is not a known activation")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError(
-                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads ({self.num_attention_heads})"
+                f"hidden_size ({self.hidden_size}) must be divisible by num_attention_heads "
+                f"({self.num_attention_heads})"
             )
         if self.hidden_size % self.num_conv_pos_embedding_groups:
             raise ValueError(
@@ -226,7 +228,8 @@ class W2V2Config(PreTrainedConfig):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.feature_grad_mult < 0:
-            raise ValueError(f"feature_grad_mult must be >= 0 (0 freezes the conv encoder), got {self.feature_grad_mult}")
+            raise ValueError(
+                f"feature_grad_mult must be >= 0 (0 freezes the conv encoder), got {self.feature_grad_mult}")
         if not 0 < self.gumbel_temperature_end <= self.gumbel_temperature_start:
             raise ValueError(
                 "need 0 < gumbel_temperature_end <= gumbel_temperature_start, got "
@@ -236,7 +239,8 @@ class W2V2Config(PreTrainedConfig):
             raise ValueError(f"gumbel_temperature_decay must lie in (0, 1], got {self.gumbel_temperature_decay}")
         if self.ctc_loss_reduction not in ("sum", "mean"):
             raise ValueError(f"ctc_loss_reduction must be 'sum' or 'mean', got {self.ctc_loss_reduction!r}")
-        if self.vocab_size is not None and self.pad_token_id is not None and not 0 <= self.pad_token_id < self.vocab_size:
+        blank, vocab = self.pad_token_id, self.vocab_size
+        if vocab is not None and blank is not None and not 0 <= blank < vocab:
             raise ValueError(f"pad_token_id (the CTC blank) must lie in [0, vocab_size={self.vocab_size}), "
                              f"got {self.pad_token_id}")
         # Official configs carry fields of transformers' adapter heads; we do not build adapters.

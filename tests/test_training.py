@@ -28,3 +28,49 @@ def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(tmp_path):
         assert a == pytest.approx(b, rel=1e-5, abs=1e-5)
     assert one["weights_sum"] == pytest.approx(two["weights_sum"], rel=1e-6)
     assert one["weights_abs"] == pytest.approx(two["weights_abs"], rel=1e-6)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    from hf_wav2vec2.data import synthesize_corpus
+
+    root = tmp_path_factory.mktemp("corpus")
+    synthesize_corpus(str(root), num_speakers=2, utterances_per_split=(12, 4, 4), seed=0)
+    return root / "LibriSpeech"
+
+
+def _pretrain(corpus, output_dir, *extra):
+    from hf_wav2vec2 import W2V2Config
+
+    config = output_dir.parent / "small_config"
+    if not config.exists():
+        W2V2Config.tiny(num_hidden_layers=2, conv_dim=(32,) * 7, hidden_size=32, num_attention_heads=2,
+                        intermediate_size=64, num_conv_pos_embeddings=16, codevector_dim=16, proj_codevector_dim=16,
+                        num_codevectors_per_group=8, num_negatives=10).save_pretrained(config)
+    _run([sys.executable, os.path.join(ROOT, "train_pretrain.py"), "--dataset", str(corpus), "--split", "train-clean",
+          "--dev_split", "dev-clean", "--config", str(config), "--output_dir", str(output_dir), "--max_steps", "4",
+          "--save_steps", "2", "--eval_steps", "2", "--logging_steps", "1", "--max_tokens", "100000",
+          "--num_workers", "0", *extra])
+    return json.loads((output_dir / "train_history.json").read_text())
+
+
+def test_resumed_run_continues_as_if_never_stopped(corpus, tmp_path):
+    unbroken = _pretrain(corpus, tmp_path / "unbroken")
+    checkpoints = tmp_path / "unbroken" / "checkpoints"
+    assert sorted(os.listdir(checkpoints)) == ["checkpoint-2", "checkpoint-4"]
+
+    # A run stopped after update 2, killed while writing its next checkpoint: only a partial folder is left.
+    import shutil
+
+    stopped = tmp_path / "stopped" / "checkpoints"
+    stopped.mkdir(parents=True)
+    shutil.copytree(checkpoints / "checkpoint-2", stopped / "checkpoint-2")
+    (stopped / "partial-4").mkdir()
+    resumed = _pretrain(corpus, tmp_path / "stopped", "--resume_from_checkpoint", "latest")
+    assert resumed["history"] == unbroken["history"]  # steps 3 and 4 identical, bit for bit
+
+    # The output folder is a model W2V2ForCTC fine-tunes from.
+    from hf_wav2vec2 import W2V2ForCTC
+
+    _, info = W2V2ForCTC.from_pretrained(tmp_path / "unbroken", output_loading_info=True)
+    assert sorted(info["missing_keys"]) == ["lm_head.bias", "lm_head.weight"]

@@ -1,0 +1,120 @@
+"""Audio decoding with soundfile and resampling with soxr, with one error type for every way a file can be bad.
+
+Everything here works on a *source*: a path, raw encoded bytes, or the ``{"path": ..., "bytes": ...}`` dict that
+``datasets.Audio(decode=False)`` gives (bytes win when present). Decoding returns 1-D float32 mono at ``target_sr``.
+"""
+
+import io
+import os
+from collections.abc import Mapping
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+AudioSource = str | os.PathLike | bytes | Mapping
+
+# wav2vec 2.0's conv feature encoder has a receptive field of 400 samples (25 ms at 16 kHz): anything shorter
+# yields zero frames and would break the model, so it is rejected at decoding time.
+MIN_SAMPLES = 400
+
+
+class AudioError(ValueError):
+    """An audio source that cannot be used; ``source`` names it (a path, or ``<bytes>``) and ``reason`` says why."""
+
+    def __init__(self, source: str, reason: str):
+        super().__init__(f"{source}: {reason}")
+        self.source = source
+        self.reason = reason
+
+
+def source_name(source: AudioSource) -> str:
+    """A printable name for a source: its path, or ``<bytes>`` for anonymous encoded bytes."""
+    if isinstance(source, Mapping):
+        return str(source.get("path") or "<bytes>")
+    if isinstance(source, (bytes, bytearray)):
+        return "<bytes>"
+    return os.fspath(source)
+
+
+def _open_target(source: AudioSource):
+    """What soundfile should open: a path, or a BytesIO over encoded bytes."""
+    if isinstance(source, Mapping):
+        if source.get("bytes"):
+            return io.BytesIO(source["bytes"])
+        if source.get("path"):
+            return source["path"]
+        raise AudioError("<dict>", "neither 'bytes' nor 'path' is set")
+    if isinstance(source, (bytes, bytearray)):
+        return io.BytesIO(source)
+    return os.fspath(source)
+
+
+def audio_info(source: AudioSource) -> tuple[int, int, int]:
+    """``(num_frames, sampling_rate, channels)`` read from the header only (no decoding), via ``soundfile.info``.
+
+    Raises ``AudioError`` when the file cannot be opened or parsed. For MP3 the frame count is an estimate.
+    """
+    name = source_name(source)
+    try:
+        info = sf.info(_open_target(source))
+    except AudioError:
+        raise
+    except Exception as error:  # soundfile raises LibsndfileError, RuntimeError, TypeError, OSError ...
+        raise AudioError(name, f"unreadable ({type(error).__name__}: {error})") from error
+    return int(info.frames), int(info.samplerate), int(info.channels)
+
+
+def resampled_length(num_frames: int, sampling_rate: int, target_sr: int) -> int:
+    """Number of samples ``soxr.resample`` returns for ``num_frames`` at ``sampling_rate`` -> ``target_sr``.
+
+    soxr rounds ``num_frames * target_sr / sampling_rate`` half up; integer arithmetic keeps it exact.
+    """
+    if sampling_rate == target_sr:
+        return num_frames
+    return (2 * num_frames * target_sr + sampling_rate) // (2 * sampling_rate)
+
+
+def decode_audio(
+    source: AudioSource,
+    target_sr: int = 16000,
+    *,
+    min_samples: int = MIN_SAMPLES,
+    max_channels: int | None = None,
+) -> np.ndarray:
+    """Decode a source to a mono float32 waveform at ``target_sr``.
+
+    Args:
+        source: a path, encoded bytes, or a ``{"path", "bytes"}`` dict (``datasets.Audio(decode=False)``).
+        target_sr: output sampling rate; other rates are resampled with soxr (high quality).
+        min_samples: reject waveforms shorter than this after resampling (default 400, the model's receptive field).
+        max_channels: reject files with more channels than this; ``None`` accepts any count.
+
+    Returns:
+        ``(num_samples,)`` float32 in [-1, 1] (channels averaged to mono).
+
+    Raises:
+        AudioError: unreadable or truncated file, no samples, too many channels, NaN/inf samples, too short.
+    """
+    name = source_name(source)
+    try:
+        # always_2d gives (frames, channels) for mono and multi-channel files alike.
+        samples, sampling_rate = sf.read(_open_target(source), dtype="float32", always_2d=True)
+    except AudioError:
+        raise
+    except Exception as error:
+        raise AudioError(name, f"unreadable ({type(error).__name__}: {error})") from error
+    num_frames, channels = samples.shape
+    if num_frames == 0:
+        raise AudioError(name, "empty (no samples)")
+    if max_channels is not None and channels > max_channels:
+        raise AudioError(name, f"has {channels} channels, expected at most {max_channels}")
+    # Float WAV/FLAC can carry NaN or inf; one such sample turns every activation of the utterance into NaN.
+    if not np.isfinite(samples).all():
+        raise AudioError(name, "contains NaN or infinite samples")
+    waveform = samples.mean(axis=1) if channels > 1 else samples[:, 0]  # (frames,)
+    if sampling_rate != target_sr:
+        waveform = soxr.resample(waveform, sampling_rate, target_sr, quality="HQ")
+    if len(waveform) < min_samples:
+        raise AudioError(name, f"too short: {len(waveform)} samples at {target_sr} Hz (< {min_samples})")
+    return np.ascontiguousarray(waveform, dtype=np.float32)

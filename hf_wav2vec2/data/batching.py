@@ -1,0 +1,109 @@
+"""Batches built by total audio samples (fairseq's ``max_tokens``), bucketed by length, shuffled per epoch."""
+
+import logging
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from torch.utils.data import Sampler
+
+logger = logging.getLogger("hf_wav2vec2.data")
+
+
+class MaxTokensBatchSampler(Sampler[list[int]]):
+    """Groups dataset indices into batches whose padded size fits ``max_tokens`` samples.
+
+    A batch's padded size is ``len(batch) * max(cropped length in batch)`` where an utterance's cropped length is
+    ``min(length, max_sample_size)`` (the collator crops to that). Indices are sorted by cropped length, longest
+    first, and packed greedily, so each batch holds utterances of similar length and padding stays small; the
+    order of the batches is then shuffled. Equal lengths are ordered by a random permutation first, so their
+    grouping changes from epoch to epoch too. Everything random comes from ``numpy.random.default_rng([seed,
+    epoch])``: the same seed and epoch give the same batches on any machine. The number of batches does not depend
+    on the epoch (packing only sees the sorted lengths), so ``len()`` is fixed.
+
+    Use as ``DataLoader(dataset, batch_sampler=sampler, collate_fn=...)`` and call ``set_epoch(epoch)`` before each
+    epoch. With Accelerate, ``accelerator.prepare(dataloader)`` shards these batches across processes.
+
+    Args:
+        lengths: number of samples of each utterance (e.g. the ``num_samples`` column).
+        max_tokens: upper bound on ``batch size * longest cropped length in the batch`` (fairseq ``max_tokens``;
+            1.4M samples = 87.5 s per GPU for BASE).
+        max_sample_size: utterances are counted as cropped to this many samples (fairseq ``max_sample_size``).
+        shuffle: shuffle batch order (and ties) per epoch; False gives longest-first batches in a fixed order.
+        seed: base seed.
+        required_batch_size_multiple: batch sizes are multiples of this where possible (fairseq's option of the
+            same name, for tensor-core-friendly shapes); the remainder goes to the next batch.
+        max_batch_size: optional cap on the number of utterances in a batch.
+
+    Raises:
+        ValueError: an utterance alone exceeds ``max_tokens`` (set ``max_sample_size`` or filter by duration).
+    """
+
+    def __init__(
+        self,
+        lengths: Sequence[int],
+        max_tokens: int,
+        *,
+        max_sample_size: int | None = None,
+        shuffle: bool = True,
+        seed: int = 0,
+        required_batch_size_multiple: int = 1,
+        max_batch_size: int | None = None,
+    ):
+        self.lengths = np.asarray(lengths, dtype=np.int64)
+        if max_sample_size is not None:
+            self.lengths = np.minimum(self.lengths, max_sample_size)
+        too_long = np.flatnonzero(self.lengths > max_tokens)
+        if len(too_long):
+            raise ValueError(
+                f"{len(too_long)} utterance(s) longer than max_tokens={max_tokens} samples (e.g. index {too_long[0]}"
+                f" with {self.lengths[too_long[0]]}): set max_sample_size or drop them with max_duration_s"
+            )
+        if required_batch_size_multiple < 1:
+            raise ValueError(f"required_batch_size_multiple must be >= 1, got {required_batch_size_multiple}")
+        self.max_tokens = max_tokens
+        self.shuffle = shuffle
+        self.seed = seed
+        self.multiple = required_batch_size_multiple
+        self.max_batch_size = max_batch_size
+        self.epoch = 0
+        self._num_batches = len(self._pack(np.argsort(-self.lengths, kind="stable")))
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose shuffle ``__iter__`` yields next."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self._num_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        if self.shuffle:
+            rng = np.random.default_rng([self.seed, self.epoch])
+            # A random permutation before the stable sort breaks ties between equal lengths at random.
+            permutation = rng.permutation(len(self.lengths))
+            order = permutation[np.argsort(-self.lengths[permutation], kind="stable")]
+            batches = self._pack(order)
+            for i in rng.permutation(len(batches)):
+                yield batches[i]
+        else:
+            yield from self._pack(np.argsort(-self.lengths, kind="stable"))
+
+    def _pack(self, order: np.ndarray) -> list[list[int]]:
+        """Greedy packing of indices sorted longest first (so the first of a batch is its longest)."""
+        batches, batch, longest = [], [], 0
+        for index in order.tolist():
+            longest_if_added = max(longest, int(self.lengths[index]))
+            full = (len(batch) + 1) * longest_if_added > self.max_tokens or (
+                self.max_batch_size is not None and len(batch) + 1 > self.max_batch_size
+            )
+            if full and batch:
+                # fairseq: keep the largest multiple of required_batch_size_multiple, carry the rest over.
+                keep = max(self.multiple * (len(batch) // self.multiple), len(batch) % self.multiple)
+                batches.append(batch[:keep])
+                batch = batch[keep:]
+                longest = max((int(self.lengths[i]) for i in batch), default=0)
+                longest_if_added = max(longest, int(self.lengths[index]))
+            batch.append(index)
+            longest = longest_if_added
+        if batch:
+            batches.append(batch)
+        return batches

@@ -2,7 +2,11 @@
 PYTHON ?= python3
 STAMP := .make/setup.stamp
 
-.PHONY: setup test default bench lint
+CORPUS := data/default_corpus
+RUNS := runs
+PRETRAIN_STEPS ?= 400
+
+.PHONY: setup test default corpus pretrain bench lint
 
 setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
@@ -19,3 +23,16 @@ lint: setup
 
 bench: setup
 	GLIBC_TUNABLES=glibc.malloc.hugetlb=1 $(PYTHON) benchmarks/bench_vs_transformers.py
+
+# The default job: the whole pipeline on the small synthetic corpus, on CPU.
+default: pretrain
+	@echo "pretrained model: $(RUNS)/pretrain-tiny (TensorBoard logs: $(RUNS)/pretrain-tiny/logs)"
+
+corpus: $(CORPUS)/LibriSpeech/corpus.json
+$(CORPUS)/LibriSpeech/corpus.json: | setup
+	$(PYTHON) -m hf_wav2vec2.data.synth --output_dir $(CORPUS)
+
+pretrain: setup corpus
+	$(PYTHON) train_pretrain.py --dataset $(CORPUS)/LibriSpeech --split train-clean --dev_split dev-clean \
+		--config tiny --output_dir $(RUNS)/pretrain-tiny --max_steps $(PRETRAIN_STEPS) --eval_steps 50 \
+		--save_steps 200 --resume_from_checkpoint latest

@@ -12,7 +12,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	# torch first, pinned: on our machines 2.13.0 resolves to the local CPU build (a looser pin pulls CUDA wheels).
 	$(PYTHON) -m pip install --quiet torch==2.13.0
-	$(PYTHON) -m pip install --quiet -e ".[dev]"
+	$(PYTHON) -m pip install --quiet -e ".[dev,lm]"
 	mkdir -p .make && touch $(STAMP)
 
 test: setup

@@ -229,6 +229,7 @@ def main():
             json.dump({"history": state.history, "skipped_updates": state.skipped_updates,
                        "seen_audio_h": state.seen_audio_s / 3600}, f)
         logger.info("model saved to %s (%d updates, %d skipped)", args.output_dir, state.step, state.skipped_updates)
+    accelerator.wait_for_everyone()  # tearing the group down while the main process still saves can hang at exit
     accelerator.end_training()
 
 

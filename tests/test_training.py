@@ -2,6 +2,7 @@
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
@@ -13,14 +14,20 @@ ROOT = os.path.dirname(HERE)
 
 def _run(cmd, **kwargs):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT}
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, **kwargs)
+    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, **kwargs)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(tmp_path):
     _run([sys.executable, os.path.join(HERE, "dist_driver.py"), str(tmp_path / "one.json"), "4"])
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
           os.path.join(HERE, "dist_driver.py"), str(tmp_path / "two.json"), "4"])
     one = json.loads((tmp_path / "one.json").read_text())
     two = json.loads((tmp_path / "two.json").read_text())

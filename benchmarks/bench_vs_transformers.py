@@ -1,0 +1,422 @@
+"""hf_wav2vec2 vs transformers' Wav2Vec2, side by side: same config, same weights, same audio.
+
+Usage:
+    make bench        # = GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python benchmarks/bench_vs_transformers.py
+    GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python benchmarks/bench_vs_transformers.py --only tiny --dtype fp32
+    python benchmarks/bench_vs_transformers.py --device cuda --iters 20 --warmup 5
+    python benchmarks/bench_vs_transformers.py --only base,ctc --dtype bf16
+
+Cases (``--only`` takes a comma-separated subset of the names):
+    tiny  pretraining train step, W2V2Config.tiny(), 8 x 4 s
+    base  pretraining train step, W2V2Config.base(), 2 x 8 s
+    ctc   CTC inference, W2V2Config.base(vocab_size=32), 1 x 10 s
+each in fp32 and with ``torch.autocast(device_type, dtype=torch.bfloat16)`` (``--dtype fp32|bf16|both``).
+
+Method:
+- Weights: ours is built once per model (seed 0) and ``save_pretrained`` to a temporary folder; both
+  ``hf_wav2vec2`` and ``transformers.Wav2Vec2For*`` load that folder with ``from_pretrained`` (our config writes
+  every field, so transformers reads the same model, dropout and layerdrop included).
+- Train step = forward + backward of the summed loss + ``AdamW.step`` + ``zero_grad``, ``model.train()``, Gumbel
+  temperature set to the same value in both. Ours samples its masks and negatives itself (torch, on the device);
+  transformers' step includes ``_compute_mask_indices`` + ``_sample_negative_indices`` (numpy, mask_prob 0.65,
+  mask_length 10) and the copy to the device, as a user of transformers has to do; that time is also shown apart.
+- Iteration i feeds the same audio (seeded ``torch.randn``) to both models.
+- Each (case, dtype, implementation) runs in a fresh subprocess, one after the other: warm-up iterations, then
+  timed iterations; the median is reported as audio-seconds processed per wall-clock second.
+- Peak memory is the growth above the loaded model (weights + audio) over the warm-up and timed steps, so it
+  counts gradients, AdamW state, activations and allocator overhead. CUDA: ``max_memory_allocated`` minus
+  ``memory_allocated`` at that point (peak stats reset there). CPU: ``VmHWM`` (peak RSS) minus ``VmRSS``, after
+  resetting ``VmHWM`` by writing "5" to ``/proc/self/clear_refs``. A second row subtracts gradients + AdamW state
+  (3 x parameter bytes, the same in both) to show what the activations and temporaries take.
+- On CPU, glibc returns big freed buffers to the OS after each step and page-faults them back on the next, which
+  costs about as much as the model (see DESIGN.md); compare with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, which
+  the subprocesses inherit, as ``make bench`` sets it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+
+import torch
+
+RESULT_MARK = "BENCH_RESULT "
+SAMPLE_RATE = 16_000
+SEED = 0
+
+
+# ------------------------------------------------------------------------------------------------- 1. cases
+@dataclass(frozen=True)
+class Case:
+    name: str  # the --only token
+    title: str
+    kind: str  # "train" (pretraining step) or "ctc" (inference)
+    preset: str  # W2V2Config preset
+    batch: int
+    seconds: float
+    # Default iterations (warm-up, timed) on CPU; CUDA uses (5, 20). Sized so that the whole default run stays
+    # within ~10 minutes on 2 CPU cores.
+    cpu_iters: tuple[int, int]
+
+    @property
+    def audio_seconds(self) -> float:
+        return self.batch * self.seconds
+
+
+CASES = (
+    Case("tiny", "TINY 8x4s train", "train", "tiny", 8, 4.0, cpu_iters=(2, 5)),
+    Case("base", "BASE 2x8s train", "train", "base", 2, 8.0, cpu_iters=(1, 3)),
+    Case("ctc", "BASE 1x10s CTC infer", "ctc", "base", 1, 10.0, cpu_iters=(1, 5)),
+)
+# ours / transformers: speed ratio at least this much (dtype -> target); memory ratio at most MEMORY_TARGET.
+SPEED_TARGETS = {("train", "fp32"): 1.3, ("train", "bf16"): 2.0, ("ctc", "fp32"): 1.0}
+MEMORY_TARGET = 0.7
+
+
+def our_config(case: Case):
+    from hf_wav2vec2 import W2V2Config
+
+    return W2V2Config.base(vocab_size=32) if case.kind == "ctc" else W2V2Config.from_preset(case.preset)
+
+
+# ---------------------------------------------------------------------------------------- 2. shared weights
+def save_weights(case: Case, folder: str) -> None:
+    """Build ours (seed 0) and save it; both implementations load this folder."""
+    from hf_wav2vec2 import W2V2ForCTC, W2V2ForPreTraining
+
+    torch.manual_seed(SEED)
+    cls = W2V2ForCTC if case.kind == "ctc" else W2V2ForPreTraining
+    cls(our_config(case)).save_pretrained(folder)
+
+
+def load_model(case: Case, impl: str, folder: str, device: str) -> torch.nn.Module:
+    if impl == "ours":
+        from hf_wav2vec2 import W2V2ForCTC as CTC
+        from hf_wav2vec2 import W2V2ForPreTraining as PreTraining
+    else:
+        from transformers import Wav2Vec2ForCTC as CTC
+        from transformers import Wav2Vec2ForPreTraining as PreTraining
+    cls = CTC if case.kind == "ctc" else PreTraining
+    model, info = cls.from_pretrained(folder, output_loading_info=True)
+    if info["missing_keys"] or info["unexpected_keys"] or info["mismatched_keys"]:
+        raise RuntimeError(f"{impl} did not load the shared weights exactly: {info}")
+    return model.to(device)
+
+
+# ------------------------------------------------------------------------------------- 3. memory probes
+def _proc_status_mib(field: str) -> float:
+    with open("/proc/self/status") as f:
+        return int(re.search(rf"^{field}:\s+(\d+) kB", f.read(), re.M).group(1)) / 1024
+
+
+class PeakMemory:
+    """Peak memory growth (MiB) above the moment of ``start()``; see the module docstring for the method."""
+
+    def __init__(self, device: str):
+        self.device = device
+        self.method = ""
+
+    def start(self) -> None:
+        gc.collect()
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            self.baseline = torch.cuda.memory_allocated() / 2**20
+            torch.cuda.reset_peak_memory_stats()
+            self.method = "cuda max_memory_allocated - memory_allocated"
+            return
+        self.baseline = _proc_status_mib("VmRSS")
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # resets VmHWM to the current RSS (Linux >= 4.0)
+            self.method = "VmHWM - VmRSS after /proc/self/clear_refs reset"
+        except OSError:
+            self.method = "VmHWM - VmRSS (clear_refs unavailable: VmHWM includes model loading)"
+
+    def peak_growth(self) -> float:
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() / 2**20 - self.baseline
+        return _proc_status_mib("VmHWM") - self.baseline
+
+
+# ------------------------------------------------------------------------------------------ 4. one worker
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def make_audio(case: Case, iteration: int, device: str) -> torch.Tensor:
+    """The same (B, L) audio for both implementations at a given iteration."""
+    g = torch.Generator().manual_seed(1000 + iteration)
+    return torch.randn(case.batch, int(case.seconds * SAMPLE_RATE), generator=g).to(device)
+
+
+def run_worker(spec: dict) -> dict:
+    """Load one implementation of one case and time it; runs in its own process."""
+    import numpy as np
+    import transformers
+
+    transformers.logging.set_verbosity_error()  # "model of type w2v2 to instantiate wav2vec2" is expected
+    case = next(c for c in CASES if c.name == spec["case"])
+    impl, device, dtype = spec["impl"], spec["device"], spec["dtype"]
+    warmup, iters = spec["warmup"], spec["iters"]
+    torch.manual_seed(SEED)
+    np.random.seed(SEED)
+
+    model = load_model(case, impl, spec["weights"], device)
+    cfg = model.config
+    autocast = (torch.autocast(device.split(":")[0], dtype=torch.bfloat16) if dtype == "bf16"
+                else contextlib.nullcontext())
+    audios = [make_audio(case, i, device) for i in range(warmup + iters)]
+    param_mib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
+    num_samples = audios[0].shape[1]
+    frames = int(model.num_frames(num_samples) if impl == "ours"
+                 else model._get_feat_extract_output_lengths(num_samples))  # T
+    extra = {}
+
+    if case.kind == "ctc":
+        model.eval()
+
+        def step(x):
+            with torch.inference_mode(), autocast:
+                return {"logit_abs_mean": model(x).logits.float().abs().mean()}
+    else:
+        model.train()
+        model.set_gumbel_temperature(cfg.gumbel_temperature_start)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+        if impl == "ours":
+            generator = torch.Generator(device).manual_seed(SEED)
+
+            def forward(x):
+                out = model(x, generator=generator)
+                return out.loss, out.contrastive_loss, out.num_masked
+        else:
+            from transformers.models.wav2vec2.modeling_wav2vec2 import (
+                _compute_mask_indices,
+                _sample_negative_indices,
+            )
+
+            extra["numpy_sampling_s"] = []
+
+            def forward(x):
+                t0 = time.perf_counter()
+                mask = _compute_mask_indices((x.shape[0], frames), mask_prob=cfg.mask_time_prob,
+                                             mask_length=cfg.mask_time_length, min_masks=cfg.mask_time_min_masks)
+                negatives = _sample_negative_indices((x.shape[0], frames), cfg.num_negatives,
+                                                     mask_time_indices=mask)
+                extra["numpy_sampling_s"].append(time.perf_counter() - t0)
+                mask_t = torch.from_numpy(mask).to(device)
+                negatives_t = torch.from_numpy(negatives).long().to(device)
+                out = model(x, mask_time_indices=mask_t, sampled_negative_indices=negatives_t)
+                return out.loss, out.contrastive_loss, mask_t.sum()
+
+        def step(x):
+            with autocast:
+                loss, contrastive, num_masked = forward(x)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            return {"masked_frac": num_masked / (x.shape[0] * frames),
+                    "contrastive_per_frame": contrastive.detach() / num_masked}
+
+    memory = PeakMemory(device)
+    memory.start()
+    times, cpu_times, stats = [], [], []
+    for i, x in enumerate(audios):
+        sync(device)
+        t0, c0 = time.perf_counter(), time.process_time()
+        out = step(x)
+        sync(device)
+        if i >= warmup:
+            times.append(time.perf_counter() - t0)
+            cpu_times.append(time.process_time() - c0)
+        stats.append({k: float(v) for k, v in out.items()})
+        del out
+    peak = memory.peak_growth()
+
+    median = statistics.median(times)
+    result = dict(
+        case=case.name, impl=impl, dtype=dtype, times=times, median_s=median,
+        cpu_s=statistics.median(cpu_times),
+        audio_s_per_s=case.audio_seconds / median, peak_mib=peak, param_mib=param_mib,
+        memory_method=memory.method, threads=torch.get_num_threads(),
+        attn=getattr(cfg, "_attn_implementation", None),
+        stats={k: statistics.mean(s[k] for s in stats) for k in stats[0]},
+    )
+    if "numpy_sampling_s" in extra:
+        result["numpy_sampling_s"] = statistics.median(extra["numpy_sampling_s"][warmup:])
+    return result
+
+
+# ------------------------------------------------------------------------------------------- 5. the driver
+def spawn(spec: dict, timeout: float) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return {"error": f"timed out after {timeout:.0f} s"}
+    for line in proc.stdout.splitlines():
+        if line.startswith(RESULT_MARK):
+            return json.loads(line[len(RESULT_MARK):])
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-6:]
+    return {"error": f"exit code {proc.returncode}: " + " | ".join(tail)}
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    try:
+        with open("/proc/cpuinfo") as f:
+            return re.search(r"^model name\s*:\s*(.*)$", f.read(), re.M).group(1)
+    except (OSError, AttributeError):
+        return platform.processor() or "cpu"
+
+
+def fmt_ratio(r: float | None) -> str:
+    return "-" if r is None else f"{r:.2f}x"
+
+
+def print_table(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for j, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+        if j == 0:
+            print("  ".join("-" * w for w in widths))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--iters", type=int, default=None, help="timed iterations (default: per case, see CASES)")
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default: per case)")
+    parser.add_argument("--only", default="tiny,base,ctc", help="comma-separated subset of: tiny, base, ctc")
+    parser.add_argument("--dtype", default="both", choices=("fp32", "bf16", "both"))
+    parser.add_argument("--timeout", type=float, default=900, help="seconds allowed per subprocess")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:  # child process: one measurement, one JSON line
+        print(RESULT_MARK + json.dumps(run_worker(json.loads(args.worker))), flush=True)
+        return
+
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()  # "Writing model shards" bars
+    wanted = [w.strip() for w in args.only.split(",") if w.strip()]
+    unknown = set(wanted) - {c.name for c in CASES}
+    if unknown:
+        parser.error(f"--only: unknown case(s) {sorted(unknown)}; choose from {[c.name for c in CASES]}")
+    cases = [c for c in CASES if c.name in wanted]
+    dtypes = ["fp32", "bf16"] if args.dtype == "both" else [args.dtype]
+    on_cuda = args.device.startswith("cuda")
+
+    # 5.1 header
+    print("hf_wav2vec2 vs transformers Wav2Vec2 (ours / theirs: speed ratio > 1 is faster, memory ratio < 1 is less)")
+    print(f"device        : {args.device} ({device_name(args.device)})")
+    print(f"versions      : torch {torch.__version__}, transformers {transformers.__version__}, "
+          f"python {platform.python_version()}")
+    print(f"threads       : {torch.get_num_threads()} intra-op (os.cpu_count()={os.cpu_count()})")
+    print(f"GLIBC_TUNABLES: {os.environ.get('GLIBC_TUNABLES', '(unset)')}")
+    load = os.getloadavg()[0]
+    busy = "  <- other processes are using the CPU: timings will be noisy" if not on_cuda and load > 0.5 else ""
+    print(f"load average  : {load:.2f} (1 min) at start{busy}")
+    print("speed         : audio-seconds per wall-clock second, median of the timed iterations; train = forward +")
+    print("                backward + AdamW step; transformers' train step includes its numpy mask/negative sampling")
+    print("memory        : peak growth above the loaded model during the steps; "
+          + ("torch.cuda.max_memory_allocated" if on_cuda else "peak RSS (VmHWM reset via /proc/self/clear_refs)"))
+    if not on_cuda:
+        print("CPU ms/step   : median process CPU time (user + system, all threads) of a step; about threads x wall")
+        print("                time when the machine is otherwise idle, and less disturbed when it is not")
+    print("isolation     : each (case, dtype, implementation) in a fresh subprocess, run one after the other")
+    print(flush=True)
+
+    # 5.2 measure
+    results = {}
+    with tempfile.TemporaryDirectory(prefix="bench_w2v2_") as tmp:
+        for case in cases:
+            folder = os.path.join(tmp, case.name)
+            save_weights(case, folder)
+            warmup, iters = case.cpu_iters if not on_cuda else (5, 20)
+            warmup = args.warmup if args.warmup is not None else warmup
+            iters = args.iters if args.iters is not None else iters
+            for dtype in dtypes:
+                for impl in ("ours", "transformers"):
+                    spec = dict(case=case.name, impl=impl, dtype=dtype, device=args.device, warmup=warmup,
+                                iters=max(iters, 1), weights=folder)
+                    t0 = time.perf_counter()
+                    res = spawn(spec, args.timeout)
+                    results[case.name, dtype, impl] = res
+                    status = res.get("error") or (f"{res['audio_s_per_s']:.2f} audio-s/s, "
+                                                  f"{res['median_s'] * 1e3:.0f} ms/step")
+                    print(f"  [{time.perf_counter() - t0:5.0f} s] {case.title} {dtype} {impl}: {status}", flush=True)
+
+    # 5.3 table
+    rows = [["case", "ours", "transformers", "ratio", "target", "met"]]
+    notes = []
+    for case in cases:
+        for dtype in dtypes:
+            ours, theirs = results[case.name, dtype, "ours"], results[case.name, dtype, "transformers"]
+            label = f"{case.title} {dtype}"
+            if "error" in ours or "error" in theirs:
+                rows.append([label, "error" if "error" in ours else "ok", "error" if "error" in theirs else "ok",
+                             "-", "-", "-"])
+                notes += [f"{label} {name}: {r['error']}" for name, r in (("ours", ours), ("transformers", theirs))
+                          if "error" in r]
+                continue
+            target = SPEED_TARGETS.get((case.kind, dtype))
+            ratio = ours["audio_s_per_s"] / theirs["audio_s_per_s"]
+            met = "-" if target is None else ("yes" if ratio >= target else "NO")
+            rows.append([f"{label} [audio-s/s]", f"{ours['audio_s_per_s']:.2f}", f"{theirs['audio_s_per_s']:.2f}",
+                         fmt_ratio(ratio), f">={target}x" if target else "-", met])
+            rows.append([f"{label} [ms/step]", f"{ours['median_s'] * 1e3:.0f}", f"{theirs['median_s'] * 1e3:.0f}",
+                         fmt_ratio(ours["median_s"] / theirs["median_s"]), "-", "-"])
+            if not on_cuda:  # process CPU time: less sensitive than wall time to other processes on the machine
+                rows.append([f"{label} [CPU ms/step]", f"{ours['cpu_s'] * 1e3:.0f}", f"{theirs['cpu_s'] * 1e3:.0f}",
+                             fmt_ratio(ours["cpu_s"] / theirs["cpu_s"]), "-", "-"])
+            mem_ratio = ours["peak_mib"] / theirs["peak_mib"] if theirs["peak_mib"] > 0 else None
+            if case.kind == "train":
+                met = "-" if mem_ratio is None else ("yes" if mem_ratio <= MEMORY_TARGET else "NO")
+                rows.append([f"{label} [peak MiB]", f"{ours['peak_mib']:.0f}", f"{theirs['peak_mib']:.0f}",
+                             fmt_ratio(mem_ratio), f"<={MEMORY_TARGET}x", met])
+                fixed = 3 * ours["param_mib"]  # gradients + AdamW exp_avg, exp_avg_sq
+                act_ours, act_theirs = ours["peak_mib"] - fixed, theirs["peak_mib"] - fixed
+                rows.append([f"{label} [peak - grads - AdamW MiB]", f"{act_ours:.0f}", f"{act_theirs:.0f}",
+                             fmt_ratio(act_ours / act_theirs if act_theirs > 0 else None), "-", "-"])
+                notes.append(
+                    f"{label}: masked fraction ours {ours['stats']['masked_frac']:.3f} / theirs "
+                    f"{theirs['stats']['masked_frac']:.3f}; contrastive loss per masked frame ours "
+                    f"{ours['stats']['contrastive_per_frame']:.3f} / theirs "
+                    f"{theirs['stats']['contrastive_per_frame']:.3f}; theirs' numpy sampling "
+                    f"{theirs['numpy_sampling_s'] * 1e3:.1f} ms/step (inside its step time)")
+            else:
+                rows.append([f"{label} [peak MiB]", f"{ours['peak_mib']:.0f}", f"{theirs['peak_mib']:.0f}",
+                             fmt_ratio(mem_ratio), "-", "-"])
+                notes.append(f"{label}: mean |logit| ours {ours['stats']['logit_abs_mean']:.4f} / theirs "
+                             f"{theirs['stats']['logit_abs_mean']:.4f} (same weights, same audio)")
+            notes.append(f"{label}: iterations {len(ours['times'])} timed; per-step s ours "
+                         f"{[round(t, 3) for t in ours['times']]} theirs {[round(t, 3) for t in theirs['times']]}")
+    first = next((r for r in results.values() if "error" not in r), None)
+    print()
+    if first:
+        print(f"threads in workers: {first['threads']}; transformers attention: "
+              f"{next((r['attn'] for (c, d, i), r in results.items() if i == 'transformers' and 'attn' in r), '?')}; "
+              f"memory method: {first['memory_method']}")
+    print_table(rows)
+    print(f"\nload average at end: {os.getloadavg()[0]:.2f} (1 min)")
+    for note in notes:
+        print("note:", note)
+
+
+if __name__ == "__main__":
+    main()

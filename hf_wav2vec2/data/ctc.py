@@ -1,0 +1,250 @@
+"""CTC fine-tuning data: the character vocabulary, the processor, and the collator that turns utterances into
+padded batches with labels.
+
+The vocabulary is LibriSpeech-style letters (section 4 of the paper: 26 letters, apostrophe, word boundary):
+
+    [PAD] = 0   the CTC blank, also the padding token (``config.pad_token_id = 0``)
+    [UNK] = 1   characters the training transcripts never contained
+    |     = 2   word delimiter (the tokenizer writes a space as ``|``)
+    then every other character of the normalised training transcripts, sorted (``'`` before ``A``..``Z``)
+
+Transcripts are always passed through ``normalize_transcript`` first (``load_speech_dataset`` already did; doing it
+again is a no-op), so vocabulary building, labels and references for WER see the same text.
+
+Bad examples never reach the model; each is logged on the "hf_wav2vec2.data" logger and counted in
+``CTCCollator.report``:
+
+* undecodable audio (logged with its path), or audio shorter than the receptive field;
+* empty transcripts (nothing to learn; the CTC loss of an empty target only teaches "blank");
+* CTC-infeasible examples: a CTC path for ``y`` needs ``len(y) + r`` frames, ``r`` the number of adjacent repeated
+  labels (a blank must separate them). Fewer output frames give an infinite loss.
+
+Characters outside the vocabulary are **mapped to [UNK]**, with a warning the first time each one is seen: the rest
+of the transcript still trains the model, and an evaluation set keeps all its utterances (dropping them would
+change the test set). With ``normalize_transcript`` this only happens for letters the training set never had.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor
+
+from .audio import MIN_SAMPLES, AudioError, decode_audio
+from .collate import _audio_source
+from .text import normalize_transcript
+
+logger = logging.getLogger("hf_wav2vec2.data")
+
+BLANK_TOKEN = "[PAD]"
+UNK_TOKEN = "[UNK]"
+WORD_DELIMITER = "|"
+SPECIAL_TOKENS = (BLANK_TOKEN, UNK_TOKEN, WORD_DELIMITER)  # ids 0, 1, 2
+SAMPLING_RATE = 16000
+
+
+# ----------------------------------------------------------------------------------------------- vocabulary
+def build_vocabulary(transcripts: Iterable[str]) -> dict[str, int]:
+    """``{token: id}``: [PAD]=0 (blank), [UNK]=1, ``|``=2, then the characters of the normalised transcripts,
+    sorted. The same transcripts give the same vocabulary on any machine."""
+    characters = set()
+    for text in transcripts:
+        characters.update(normalize_transcript(text).replace(" ", ""))
+    vocabulary = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
+    for character in sorted(characters):
+        vocabulary[character] = len(vocabulary)
+    return vocabulary
+
+
+def build_processor(vocabulary: Mapping[str, int], *, feat_extract_norm: str = "group",
+                    sampling_rate: int = SAMPLING_RATE) -> Wav2Vec2Processor:
+    """transformers' ``Wav2Vec2Processor`` (what ``pipeline("automatic-speech-recognition")`` and the Trainer use)
+    for a vocabulary from :func:`build_vocabulary`.
+
+    The feature extractor normalises each utterance to zero mean / unit variance only for layer-norm encoders
+    (``feat_extract_norm="layer"``, LARGE), as fairseq's ``normalize`` does; group-norm models (BASE) see raw audio.
+    It always returns the attention mask: our group-norm encoder takes its statistics over real samples only, so a
+    padded batch gives the same outputs as the items alone (unlike transformers' BASE models, which therefore ship
+    ``return_attention_mask=False``).
+    """
+    if feat_extract_norm not in ("group", "layer"):
+        raise ValueError(f"feat_extract_norm must be 'group' or 'layer', got {feat_extract_norm!r}")
+    if vocabulary.get(BLANK_TOKEN) != 0:
+        raise ValueError(f"the vocabulary must map the CTC blank {BLANK_TOKEN} to id 0, "
+                         f"got {vocabulary.get(BLANK_TOKEN)}")
+    with tempfile.TemporaryDirectory() as folder:
+        vocab_file = os.path.join(folder, "vocab.json")
+        with open(vocab_file, "w", encoding="utf-8") as handle:
+            json.dump(dict(vocabulary), handle, ensure_ascii=False)
+        # No <s> / </s>: CTC uses neither, and adding them would make len(tokenizer) exceed the CTC head's size.
+        tokenizer = Wav2Vec2CTCTokenizer(vocab_file, unk_token=UNK_TOKEN, pad_token=BLANK_TOKEN,
+                                         word_delimiter_token=WORD_DELIMITER, bos_token=None, eos_token=None,
+                                         do_lower_case=False)
+    feature_extractor = Wav2Vec2FeatureExtractor(
+        feature_size=1, sampling_rate=sampling_rate, padding_value=0.0,
+        do_normalize=feat_extract_norm == "layer", return_attention_mask=True,
+    )
+    return Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
+
+
+def ctc_required_frames(labels: Sequence[int]) -> int:
+    """Fewest output frames a CTC alignment of ``labels`` needs: one per label plus a blank between each pair of
+    equal adjacent labels (``"LL"`` in ``HELLO`` needs L, blank, L)."""
+    repeats = sum(1 for previous, current in zip(labels, labels[1:]) if previous == current)
+    return len(labels) + repeats
+
+
+# ------------------------------------------------------------------------------------------------ collator
+@dataclass
+class CTCReport:
+    """What a :class:`CTCCollator` (or :func:`filter_ctc_dataset`) dropped or changed, and why. With DataLoader
+    workers each worker counts its own batches; the log lines are the complete record."""
+
+    dropped: Counter = field(default_factory=Counter)  # reason -> count: "audio", "empty", "infeasible"
+    unknown_characters: Counter = field(default_factory=Counter)  # character -> occurrences mapped to [UNK]
+    examples: int = 0  # examples seen
+    batches: int = 0
+    empty_batches: int = 0  # batches where nothing was usable (replaced by a zero-loss placeholder)
+
+
+@dataclass
+class CTCCollator:
+    """Pads audio and labels of CTC examples into a batch for ``W2V2ForCTC``.
+
+    Each example is a mapping with ``text`` and either ``input_values`` (1-D float waveform at 16 kHz, as
+    ``AudioDataset`` returns) or ``path`` / ``audio`` (rows of ``load_speech_dataset``, decoded here); None
+    examples (``AudioDataset``'s undecodable files) are dropped.
+
+    Args:
+        processor: from :func:`build_processor`; its feature extractor pads (and normalises for layer-norm models),
+            its tokenizer turns text into labels.
+        num_frames: the model's samples -> frames arithmetic (``model.num_frames``), for the CTC feasibility check.
+        min_samples: shorter audio is dropped (default: the 400-sample receptive field).
+        pad_to_multiple_of: round the padded audio length up to a multiple of this.
+
+    Returns ``{"input_values": (B, L) float32, "attention_mask": (B, L) long, "labels": (B, U) long}`` with labels
+    padded by -100. When no example of a batch is usable it returns a **placeholder**: one silent utterance whose
+    labels are all -100. ``CTCTrainer`` gives it zero loss, so a distributed run stays in step instead of
+    crashing or hanging; it never carries a NaN.
+    """
+
+    processor: Wav2Vec2Processor
+    num_frames: Callable[[int], int]
+    min_samples: int = MIN_SAMPLES
+    pad_to_multiple_of: int | None = None
+    report: CTCReport = field(default_factory=CTCReport)
+
+    def __post_init__(self):
+        vocabulary = self.processor.tokenizer.get_vocab()
+        if vocabulary.get(BLANK_TOKEN, vocabulary.get(self.processor.tokenizer.pad_token)) != 0:
+            raise ValueError("the tokenizer's pad token (the CTC blank) must have id 0")
+        self._characters = set(vocabulary) - {BLANK_TOKEN, UNK_TOKEN}
+        self._sampling_rate = self.processor.feature_extractor.sampling_rate
+
+    def __call__(self, examples: Sequence[Mapping | None]) -> dict[str, torch.Tensor]:
+        self.report.batches += 1
+        waveforms, labels = [], []
+        for example in examples:
+            self.report.examples += 1
+            usable = self._example(example)
+            if usable is not None:
+                waveforms.append(usable[0])
+                labels.append(usable[1])
+        if not waveforms:
+            self.report.empty_batches += 1
+            logger.warning("no usable example in a batch of %d: returning a zero-loss placeholder", len(examples))
+            waveforms = [np.zeros(self.min_samples, dtype=np.float32)]
+            labels = [[]]
+
+        # 1. audio: zero padding, attention mask, per-utterance normalisation for layer-norm models
+        batch = self.processor.feature_extractor(
+            waveforms, sampling_rate=self._sampling_rate, padding=True, pad_to_multiple_of=self.pad_to_multiple_of,
+            return_attention_mask=True, return_tensors="pt",
+        )
+        # 2. labels padded with -100 (ignored by the CTC loss and by the Trainer's token counts)
+        padded = torch.full((len(labels), max(1, max(len(y) for y in labels))), -100, dtype=torch.long)  # (B, U)
+        for row, y in enumerate(labels):
+            padded[row, : len(y)] = torch.tensor(y, dtype=torch.long)
+        return {"input_values": batch["input_values"].float(), "attention_mask": batch["attention_mask"].long(),
+                "labels": padded}
+
+    def labels(self, text: str) -> list[int]:
+        """Token ids of a transcript (normalised first); unknown characters become [UNK], with a warning the first
+        time each one is seen."""
+        text = normalize_transcript(text)
+        for character in set(text.replace(" ", "")) - self._characters:
+            if character not in self.report.unknown_characters:
+                logger.warning("character %r is not in the vocabulary: mapped to %s", character, UNK_TOKEN)
+            self.report.unknown_characters[character] += text.count(character)
+        return self.processor.tokenizer(text).input_ids
+
+    def _example(self, example: Mapping | None) -> tuple[np.ndarray, list[int]] | None:
+        """(waveform, labels) of a usable example; None (logged, counted) otherwise."""
+        if example is None:  # AudioDataset has already logged the path
+            self.report.dropped["audio"] += 1
+            return None
+        name = example.get("id") or example.get("path") or "<example>"
+        waveform = self._waveform(example, name)
+        if waveform is None:
+            self.report.dropped["audio"] += 1
+            return None
+        labels = self.labels(example.get("text") or "")
+        if not labels:
+            self.report.dropped["empty"] += 1
+            logger.warning("dropping %s: empty transcript", name)
+            return None
+        frames, needed = int(self.num_frames(len(waveform))), ctc_required_frames(labels)
+        if needed > frames:
+            self.report.dropped["infeasible"] += 1
+            logger.warning("dropping %s: CTC-infeasible, its %d labels need %d frames but %d samples give %d",
+                           name, len(labels), needed, len(waveform), frames)
+            return None
+        return waveform, labels
+
+    def _waveform(self, example: Mapping, name: str) -> np.ndarray | None:
+        if example.get("input_values") is not None:
+            values = example["input_values"]
+            values = values.numpy() if isinstance(values, torch.Tensor) else values
+            waveform = np.asarray(values, dtype=np.float32).reshape(-1)
+            if len(waveform) < self.min_samples:
+                logger.warning("dropping %s: too short: %d samples (< %d)", name, len(waveform), self.min_samples)
+                return None
+            if not np.isfinite(waveform).all():
+                logger.warning("dropping %s: contains NaN or infinite samples", name)
+                return None
+            return waveform
+        try:
+            return decode_audio(_audio_source(example), self._sampling_rate, min_samples=self.min_samples)
+        except AudioError as error:
+            logger.warning("dropping %s: %s", error.source, error.reason)
+            return None
+
+
+def filter_ctc_dataset(dataset, processor: Wav2Vec2Processor, num_frames: Callable[[int], int],
+                       report: CTCReport | None = None):
+    """Drop the rows of a ``load_speech_dataset`` dataset that :class:`CTCCollator` would drop, from the
+    ``text`` and ``num_samples`` columns alone (no decoding): empty transcripts and CTC-infeasible utterances.
+    Each is logged; counts go to ``report``. Run before training so that batches keep their planned size."""
+    report = report if report is not None else CTCReport()
+    collator = CTCCollator(processor, num_frames, report=report)
+    keep = []
+    for index, (utt_id, text, samples) in enumerate(zip(dataset["id"], dataset["text"], dataset["num_samples"])):
+        labels = collator.labels(text)
+        if not labels:
+            report.dropped["empty"] += 1
+            logger.warning("dropping %s: empty transcript", utt_id)
+        elif ctc_required_frames(labels) > int(num_frames(samples)):
+            report.dropped["infeasible"] += 1
+            logger.warning("dropping %s: CTC-infeasible, %d labels need %d frames, %d samples give %d", utt_id,
+                           len(labels), ctc_required_frames(labels), samples, int(num_frames(samples)))
+        else:
+            keep.append(index)
+    return dataset.select(keep) if len(keep) < len(dataset) else dataset

@@ -1,0 +1,413 @@
+"""CTC decoding and evaluation: greedy decoding, beam search with a KenLM n-gram (flashlight-text), WER/CER, and an
+ASR pipeline that reads audio files without FFmpeg.
+
+- :func:`greedy_decode`: argmax per frame, repeats collapsed, blanks dropped (what the pipeline does).
+- :class:`KenLMBeamSearchDecoder`: flashlight-text's lexicon decoder with a word n-gram (the lexicon is built from
+  the LM's unigrams when none is given) or its lexicon-free decoder with a token-level (character) n-gram. ARPA,
+  gzipped ARPA or KenLM binary files; KenLM is compiled into the flashlight-text wheel (``pip install
+  "hf_wav2vec2[lm]"``), no other package is needed.
+- :func:`error_rates`: corpus WER and CER with the package's offline ``evaluate`` metrics.
+- :class:`SpeechRecognitionPipeline` / :func:`asr_pipeline`: transformers' ``automatic-speech-recognition``
+  pipeline, except that paths and bytes are decoded with soundfile and other sampling rates resampled with soxr.
+  transformers' own pipeline sends paths and bytes to the ``ffmpeg`` program and resamples with torchaudio.
+- :func:`transcribe_dataset`: logits for every row of a ``load_speech_dataset`` dataset, decoded by each decoder.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import itertools
+import logging
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import soxr
+import torch
+from torch.nn import functional as F
+from transformers import AutomaticSpeechRecognitionPipeline, pipeline
+
+from .data import AudioDataset, decode_audio
+from .feature_encoder import num_frames
+
+logger = logging.getLogger("hf_wav2vec2.decoding")
+
+SAMPLING_RATE = 16000
+LM_SPECIAL_WORDS = ("<s>", "</s>", "<unk>")
+
+
+# ---------------------------------------------------------------------------------------------------- greedy
+def frame_lengths(config, sample_lengths: torch.Tensor) -> torch.Tensor:
+    """(B,) output frames of a model with ``config`` (conv_kernel / conv_stride) for (B,) real sample counts."""
+    return num_frames(sample_lengths, config.conv_kernel, config.conv_stride)
+
+
+def greedy_decode(logits: torch.Tensor, tokenizer, lengths: torch.Tensor | None = None) -> list[str]:
+    """Best path decoding. logits: (B, T, V); lengths: (B,) real frames (None: all T). The tokenizer
+    (``Wav2Vec2CTCTokenizer``) collapses repeats, drops the blank (its pad token) and maps ``|`` to a space."""
+    ids = logits.argmax(-1).cpu()  # (B, T)
+    lengths = lengths.tolist() if lengths is not None else [ids.shape[1]] * ids.shape[0]
+    return tokenizer.batch_decode([row[:n].tolist() for row, n in zip(ids, lengths)])
+
+
+# -------------------------------------------------------------------------------------------- beam search + LM
+def read_arpa_unigrams(path: str | os.PathLike) -> list[str]:
+    """The words of the ``\\1-grams:`` section of an ARPA file (plain or .gz); reading stops after it."""
+    words, inside = [], False
+    with _open_maybe_gzipped(path, "rt", encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            line = line.strip()
+            if line == "\\1-grams:":
+                inside = True
+            elif inside and line.startswith("\\"):
+                return words
+            elif inside and line:
+                fields = line.split()
+                if len(fields) >= 2:
+                    words.append(fields[1])
+    if not inside:
+        raise ValueError(f"{path}: no \\1-grams: section (not an ARPA file?)")
+    return words
+
+
+def is_arpa(path: str | os.PathLike) -> bool:
+    """True for an ARPA file (plain or gzipped: it starts with ``\\data\\``), False for a KenLM binary."""
+    with _open_maybe_gzipped(path, "rb") as handle:
+        return handle.read(4096).lstrip().startswith(b"\\data\\")
+
+
+def _open_maybe_gzipped(path: str | os.PathLike, mode: str, **kwargs):
+    with open(path, "rb") as handle:
+        gzipped = handle.read(2) == b"\x1f\x8b"
+    return gzip.open(path, mode, **kwargs) if gzipped else open(path, mode, **kwargs)
+
+
+def read_lexicon(path: str | os.PathLike) -> dict[str, list[list[str]] | None]:
+    """A lexicon file, ``WORD t1 t2 ... |`` per line (flashlight / torchaudio format; a word may have several
+    lines), or a word list, one word per line (e.g. LibriSpeech's ``librispeech-vocab.txt``). Words without a
+    spelling map to None: :class:`KenLMBeamSearchDecoder` spells them from their letters."""
+    lexicon: dict[str, list[list[str]] | None] = {}
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            word, *spelling = line.split() or [None]
+            if word is None:
+                continue
+            if spelling:
+                lexicon[word] = [*(lexicon.get(word) or []), spelling]
+            else:
+                lexicon.setdefault(word, None)
+    return lexicon
+
+
+class KenLMBeamSearchDecoder:
+    """CTC beam search with a KenLM n-gram through flashlight-text.
+
+    Word LM (default): flashlight's ``LexiconDecoder``. Words are spelled as tokens ending with the word delimiter
+    (``T H E |``); ``lexicon`` is a file (:func:`read_lexicon`), a mapping word -> spellings (None: spell it), or None
+    to spell every unigram of an ARPA LM. A word whose letters are not all tokens (either case) is left out.
+    Token LM (``lexicon_free=True``, or an ARPA whose unigrams are all tokens): flashlight's ``LexiconFreeDecoder``;
+    the word delimiter is the LM's word separator.
+
+    Scores: ``am + lm_weight * lm + word_score * words (+ sil_score * delimiters)``; KenLM scores are log10.
+    Options are fairseq's / torchaudio's (``beam_size``, ``beam_size_token`` = all tokens, ``beam_threshold`` 25).
+    """
+
+    def __init__(
+        self,
+        tokens: Sequence[str],
+        kenlm_model: str | os.PathLike,
+        *,
+        lexicon: str | os.PathLike | Mapping | None = None,
+        lexicon_free: bool | None = None,
+        beam_size: int = 50,
+        beam_size_token: int | None = None,
+        beam_threshold: float = 25.0,
+        lm_weight: float = 2.0,
+        word_score: float = -1.0,
+        unk_score: float = -math.inf,
+        sil_score: float = 0.0,
+        log_add: bool = False,
+        blank_token: str = "[PAD]",
+        word_delimiter_token: str = "|",
+    ):
+        try:
+            from flashlight.lib.text.decoder import (
+                CriterionType,
+                LexiconDecoder,
+                LexiconDecoderOptions,
+                LexiconFreeDecoder,
+                LexiconFreeDecoderOptions,
+                SmearingMode,
+                Trie,
+            )
+            from flashlight.lib.text.decoder.kenlm import KenLM
+            from flashlight.lib.text.dictionary import Dictionary
+        except ImportError as error:
+            raise ImportError("beam search with a KenLM language model needs flashlight-text: "
+                              'pip install "hf_wav2vec2[lm]" (or pip install flashlight-text)') from error
+        kenlm_model = os.fspath(kenlm_model)
+        if not os.path.isfile(kenlm_model):
+            raise FileNotFoundError(f"{kenlm_model}: no such KenLM model file")
+        self.tokens = list(tokens)
+        for name, token in (("blank_token", blank_token), ("word_delimiter_token", word_delimiter_token)):
+            if token not in self.tokens:
+                raise ValueError(f"{name} {token!r} is not one of the tokens")
+        self.blank = self.tokens.index(blank_token)
+        self.delimiter = self.tokens.index(word_delimiter_token)
+        self.word_delimiter_token = word_delimiter_token
+        token_dict = Dictionary(self.tokens)
+        beam_size_token = beam_size_token or len(self.tokens)
+
+        unigrams = read_arpa_unigrams(kenlm_model) if lexicon is None and is_arpa(kenlm_model) else None
+        if lexicon_free is None:
+            specials = set(LM_SPECIAL_WORDS)
+            lexicon_free = unigrams is not None and all(w in self.tokens for w in unigrams if w not in specials)
+        self.lexicon_free = lexicon_free
+
+        if lexicon_free:
+            # 1. token LM: KenLM maps each token to its LM id (tokens the LM lacks, e.g. the blank, to <unk>)
+            self.lm = KenLM(kenlm_model, token_dict)
+            options = LexiconFreeDecoderOptions(
+                beam_size=beam_size, beam_size_token=beam_size_token, beam_threshold=beam_threshold,
+                lm_weight=lm_weight, sil_score=sil_score, log_add=log_add, criterion_type=CriterionType.CTC)
+            self.decoder = LexiconFreeDecoder(options, self.lm, self.delimiter, self.blank, [])
+            self.words = None
+            return
+
+        # 2. word LM: lexicon word -> token spellings, from a file, a mapping or the LM's unigrams
+        if lexicon is None:
+            if unigrams is None:
+                raise ValueError(f"{kenlm_model} is a KenLM binary: pass a lexicon (a lexicon file or a word list, "
+                                 "e.g. the LM's vocabulary), the unigrams cannot be read from a binary file")
+            lexicon = dict.fromkeys(unigrams)
+        elif not isinstance(lexicon, Mapping):
+            lexicon = read_lexicon(lexicon)
+        spellings = self._spell_lexicon(lexicon)
+        if not spellings:
+            raise ValueError("no lexicon word can be spelled with the tokens: check the LM's case and alphabet")
+        # 3. word dictionary, LM, and the trie of spellings scored by each word's unigram LM score (smeared)
+        self.words = Dictionary([*LM_SPECIAL_WORDS, *spellings])
+        self.words.set_default_index(self.words.get_index("<unk>"))
+        self.lm = KenLM(kenlm_model, self.words)
+        trie = Trie(token_dict.index_size(), self.delimiter)
+        start = self.lm.start(False)
+        for word, word_spellings in spellings.items():
+            word_index = self.words.get_index(word)
+            _, score = self.lm.score(start, word_index)
+            for spelling in word_spellings:
+                trie.insert([token_dict.get_index(t) for t in spelling], word_index, score)
+        trie.smear(SmearingMode.MAX)
+        self.trie = trie  # the decoder keeps a reference to it; keep it alive with the decoder
+        options = LexiconDecoderOptions(
+            beam_size=beam_size, beam_size_token=beam_size_token, beam_threshold=beam_threshold, lm_weight=lm_weight,
+            word_score=word_score, unk_score=unk_score, sil_score=sil_score, log_add=log_add,
+            criterion_type=CriterionType.CTC)
+        self.decoder = LexiconDecoder(options, trie, self.lm, self.delimiter, self.blank,
+                                      self.words.get_index("<unk>"), [], False)
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer, kenlm_model: str | os.PathLike, *, vocab_size: int | None = None,
+                       **options) -> KenLMBeamSearchDecoder:
+        """Tokens in id order from a ``Wav2Vec2CTCTokenizer`` (blank = its pad token, its word delimiter);
+        ``vocab_size``: the model's logits count (default: ``len(tokenizer)``)."""
+        size = vocab_size if vocab_size is not None else len(tokenizer)
+        tokens = tokenizer.convert_ids_to_tokens(list(range(size)))
+        tokens = [t if t is not None else f"<id {i}>" for i, t in enumerate(tokens)]
+        return cls(tokens, kenlm_model, blank_token=tokenizer.pad_token,
+                   word_delimiter_token=tokenizer.word_delimiter_token, **options)
+
+    def _spell_lexicon(self, lexicon: Mapping) -> dict[str, list[list[str]]]:
+        """Spellings as token lists ending with the word delimiter; words that cannot be spelled are dropped."""
+        vocabulary = set(self.tokens)
+        spelled, skipped = {}, 0
+        for word, given in lexicon.items():
+            if word in LM_SPECIAL_WORDS:
+                continue
+            if given:
+                good = [list(s) for s in given if all(t in vocabulary for t in s)]
+                good = [s if s[-1] == self.word_delimiter_token else [*s, self.word_delimiter_token] for s in good]
+            else:
+                good = []
+            if not good:
+                letters = [self._token_for(ch, vocabulary) for ch in word]
+                good = [[*letters, self.word_delimiter_token]] if all(letters) else []
+            if good:
+                spelled[word] = good
+            else:
+                skipped += 1
+        if skipped:
+            logger.info("lexicon: %d word(s) cannot be spelled with the tokens and are left out", skipped)
+        return spelled
+
+    @staticmethod
+    def _token_for(char: str, vocabulary: set[str]) -> str | None:
+        for candidate in (char, char.upper(), char.lower()):
+            if candidate in vocabulary:
+                return candidate
+        return None
+
+    def __call__(self, logits: torch.Tensor, lengths: torch.Tensor | None = None) -> list[str]:
+        """logits: (B, T, V) (log-softmax is taken here, in fp32); lengths: (B,) real frames. One string per item."""
+        if logits.shape[-1] != len(self.tokens):
+            raise ValueError(f"logits have {logits.shape[-1]} classes but the decoder {len(self.tokens)} tokens")
+        emissions = F.log_softmax(logits.detach().float(), dim=-1).cpu().contiguous()  # (B, T, V)
+        batch, t, v = emissions.shape
+        lengths = lengths.tolist() if lengths is not None else [t] * batch
+        texts = []
+        for b in range(batch):
+            # flashlight reads a (T, V) row-major float32 block at this address
+            pointer = emissions.data_ptr() + b * emissions.stride(0) * emissions.element_size()
+            best = self.decoder.decode(pointer, int(lengths[b]), v)[0]
+            texts.append(self._text(best))
+        return texts
+
+    def _text(self, result) -> str:
+        if self.words is not None:
+            return " ".join(self.words.get_entry(i) for i in result.words if i >= 0)
+        ids = [i for i, _ in itertools.groupby(result.tokens) if i != self.blank and 0 <= i < len(self.tokens)]
+        text = "".join(self.tokens[i] for i in ids).replace(self.word_delimiter_token, " ")
+        return " ".join(text.split())
+
+
+# --------------------------------------------------------------------------------------------------- metrics
+def error_rates(references: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
+    """Corpus WER and CER (total edits over total reference words / characters), fractions, from the ``wer`` and
+    ``cer`` evaluate metrics shipped in ``hf_wav2vec2.metrics`` (offline)."""
+    if len(references) != len(predictions):
+        raise ValueError(f"{len(references)} references but {len(predictions)} predictions")
+    if not references:
+        raise ValueError("no utterances to score")
+    if any(not r.strip() for r in references):
+        raise ValueError("empty reference transcript(s): leave such utterances out")
+    return {name: float(_metric(name).compute(references=list(references), predictions=list(predictions)))
+            for name in ("wer", "cer")}
+
+
+@functools.cache
+def _metric(name: str):
+    from .metrics import load_metric
+
+    return load_metric(name)
+
+
+# -------------------------------------------------------------------------------------------------- pipeline
+def load_audio(source, sampling_rate: int = SAMPLING_RATE) -> dict:
+    """A path, encoded bytes or ``{"path", "bytes"}`` dict -> ``{"raw": (samples,) float32 mono, "sampling_rate"}``,
+    decoded with soundfile and resampled with soxr: what transformers' pipeline accepts without FFmpeg."""
+    return {"raw": decode_audio(source, sampling_rate), "sampling_rate": sampling_rate}
+
+
+class SpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
+    """transformers' ASR pipeline, with audio decoding that needs neither FFmpeg nor torchaudio.
+
+    Paths, URLs and encoded bytes are decoded with soundfile (WAV, FLAC, OGG, MP3; channels averaged) and
+    ``{"raw"/"array", "sampling_rate"}`` dicts at another rate resampled with soxr. In a padded batch (``batch_size``
+    > 1) the frames past each utterance's end are decoded as blanks: transformers' pipeline decodes them as speech.
+    Everything else (chunking, strides, timestamps) is transformers' own.
+    """
+
+    def _forward(self, model_inputs, return_timestamps=False, **kwargs):
+        # transformers decodes every frame of a padded batch (and, for a padded last chunk, one frame past its end:
+        # its stride counts round(samples / inputs_to_logits_ratio) frames); frames past an utterance's end become
+        # blanks here.
+        mask = model_inputs.get("attention_mask")
+        out = super()._forward(model_inputs, return_timestamps=return_timestamps, **kwargs)
+        if mask is not None and self.type == "ctc" and "tokens" in out:
+            tokens = out["tokens"]  # (B, T)
+            frames = frame_lengths(self.model.config, mask.sum(-1).cpu()).to(tokens.device)
+            padded = torch.arange(tokens.shape[-1], device=tokens.device) >= frames[:, None]
+            out["tokens"] = tokens.masked_fill(padded, self.tokenizer.pad_token_id)
+        return out
+
+    def preprocess(self, inputs, chunk_length_s=0, stride_length_s=None):
+        yield from super().preprocess(self._decode(inputs), chunk_length_s=chunk_length_s,
+                                      stride_length_s=stride_length_s)
+
+    def _decode(self, inputs):
+        rate = self.feature_extractor.sampling_rate
+        if isinstance(inputs, str) and inputs.startswith(("http://", "https://")):
+            import httpx
+
+            inputs = httpx.get(inputs, follow_redirects=True).content
+        if isinstance(inputs, (str, os.PathLike, bytes, bytearray)):
+            return decode_audio(inputs, rate)
+        if isinstance(inputs, Mapping) and "sampling_rate" in inputs and inputs["sampling_rate"] != rate:
+            inputs = dict(inputs)
+            stride = inputs.pop("stride", None)
+            array = inputs.pop("raw", None)
+            if array is None:
+                inputs.pop("path", None)
+                array = inputs.pop("array")
+            if isinstance(array, torch.Tensor):
+                array = array.cpu().numpy()
+            array = np.asarray(array, dtype=np.float32)
+            if array.ndim == 2 and array.shape[0] <= 2:  # (channels, samples), as transformers reads it
+                array = array.mean(axis=0)
+            elif array.ndim != 1:
+                raise ValueError(f"expected (samples,) or (channels <= 2, samples) audio, got shape {array.shape}")
+            source_rate = inputs.pop("sampling_rate")
+            resampled = {**inputs, "raw": soxr.resample(array, source_rate, rate, quality="HQ"),
+                         "sampling_rate": rate}
+            if stride is not None:
+                ratio = rate / source_rate
+                resampled["stride"] = (int(round(stride[0] * ratio)), int(round(stride[1] * ratio)))
+            return resampled
+        return inputs
+
+
+def asr_pipeline(model, **kwargs) -> SpeechRecognitionPipeline:
+    """``pipeline("automatic-speech-recognition", model=model, pipeline_class=SpeechRecognitionPipeline, ...)``."""
+    return pipeline("automatic-speech-recognition", model=model, pipeline_class=SpeechRecognitionPipeline, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+def transcribe_dataset(
+    model,
+    processor,
+    dataset,
+    decoders: Mapping[str, Callable[[torch.Tensor, torch.Tensor], list[str]]],
+    *,
+    batch_size: int = 8,
+    num_workers: int = 0,
+    device: str | torch.device = "cpu",
+) -> Iterable[dict]:
+    """Yield ``{"id", "reference", <decoder name>: hypothesis, ...}`` for every decodable row of a
+    ``load_speech_dataset`` dataset (rows are batched longest first, so the largest batch comes first).
+
+    decoders: name -> ``f(logits (B, T, V), frame lengths (B,)) -> texts``, e.g.
+    ``{"greedy": lambda logits, lengths: greedy_decode(logits, tokenizer, lengths)}``. The feature extractor pads
+    and normalises each utterance; the attention mask goes to the model when the feature extractor asks for one or
+    the model is ours (which never lets padding change its outputs).
+    """
+    feature_extractor = processor.feature_extractor
+    order = np.argsort(-np.asarray(dataset["num_samples"]), kind="stable").tolist()
+    audio = AudioDataset(dataset, feature_extractor.sampling_rate)
+    use_mask = bool(feature_extractor.return_attention_mask) or model.config.model_type == "w2v2"
+
+    def collate(items):
+        items = [item for item in items if item is not None]
+        if not items:
+            return None
+        batch = feature_extractor([item["input_values"] for item in items], sampling_rate=audio.target_sr,
+                                  padding=True, return_attention_mask=True, return_tensors="pt")
+        lengths = torch.tensor([len(item["input_values"]) for item in items])
+        return items, batch, lengths
+
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    loader = torch.utils.data.DataLoader(audio, batch_sampler=batches, collate_fn=collate, num_workers=num_workers)
+    model.eval()
+    dtype = next(model.parameters()).dtype
+    for packed in loader:
+        if packed is None:
+            continue
+        items, batch, sample_lengths = packed
+        inputs = batch["input_values"].to(device, dtype=dtype)
+        mask = batch["attention_mask"].to(device) if use_mask else None
+        with torch.inference_mode():
+            logits = model(inputs, attention_mask=mask).logits.float()  # (B, T, V)
+        frames = frame_lengths(model.config, sample_lengths).clamp(max=logits.shape[1])
+        texts = {name: decode(logits, frames) for name, decode in decoders.items()}
+        for i, item in enumerate(items):
+            yield {"id": item["id"], "reference": item["text"], **{name: texts[name][i] for name in decoders}}

@@ -1,0 +1,271 @@
+"""CTC fine-tuning with the transformers ``Trainer``, as in the paper (section 4) and fairseq's recipes.
+
+* :class:`FreezeFinetuneCallback`: the conv feature encoder never trains; for the first
+  ``config.freeze_finetune_updates`` updates only the CTC projection ``lm_head`` trains, then the whole network
+  except the feature encoder (fairseq ``freeze_finetune_updates`` with ``feature_grad_mult=0``).
+* :class:`CTCTrainer`: adds that callback, the tri-stage LR schedule (10% warm-up from 0.01x, 40% hold, 50%
+  exponential decay to 0.05x), batches by total audio (``MaxTokensBatchSampler``), and fairseq's loss
+  normalisation: the summed CTC loss divided by the number of utterances of the whole update, gathered over
+  gradient-accumulation steps and processes (fairseq ``sentence_avg: true`` in every fine-tuning recipe).
+  Adam's betas (0.9, 0.98) and eps 1e-8 are ``TrainingArguments`` fields (``adam_beta2``, ``adam_epsilon``).
+* :func:`make_compute_metrics` / :func:`argmax_logits`: greedy CTC decoding and WER / CER through ``evaluate``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+from transformers import EvalPrediction, Trainer, TrainerCallback
+
+from ..data.batching import MaxTokensBatchSampler
+from .schedules import tri_stage_lr_lambda
+
+logger = logging.getLogger("hf_wav2vec2.training")
+
+
+# -------------------------------------------------------------------------------------------------- freezing
+def set_finetune_stage(model, frozen: bool) -> None:
+    """``frozen``: only ``lm_head`` trains. Otherwise everything but the conv feature encoder trains. The feature
+    encoder is frozen in both stages."""
+    base = model.wav2vec2
+    for p in base.parameters():
+        p.requires_grad = not frozen
+    model.freeze_feature_encoder()
+    for p in model.lm_head.parameters():
+        p.requires_grad = True
+
+
+class FreezeFinetuneCallback(TrainerCallback):
+    """fairseq's ``freeze_finetune_updates`` for the ``Trainer``; N is read from ``model.config``.
+
+    Updates ``0 .. N-1`` train ``lm_head`` only; from update N on, everything but the conv feature encoder, which
+    is frozen as soon as the Trainer is built, so the optimizer never holds it. The stage is set before every
+    update from ``state.global_step``, so a resumed run lands in the right one. The optimizer holds the base
+    parameters from the start: during the frozen stage they get no gradient, so Adam leaves them (and their
+    moments) untouched, and distributed runs need ``ddp_find_unused_parameters=True`` (``train_ctc.py`` sets it).
+    """
+
+    def __init__(self, freeze_finetune_updates: int | None = None):
+        self.freeze_finetune_updates = freeze_finetune_updates
+        self._frozen: bool | None = None
+
+    def _updates(self, model) -> int:
+        if self.freeze_finetune_updates is not None:
+            return self.freeze_finetune_updates
+        return int(getattr(model.config, "freeze_finetune_updates", 0) or 0)
+
+    def on_init_end(self, args, state, control, model=None, **kwargs):
+        model.freeze_feature_encoder()  # before the optimizer is built: it never holds the conv encoder
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        self._frozen = None
+        self._apply(model, state.global_step)
+
+    def on_step_begin(self, args, state, control, model=None, **kwargs):
+        self._apply(model, state.global_step)
+
+    def on_train_end(self, args, state, control, model=None, **kwargs):
+        set_finetune_stage(model, frozen=False)  # leave a model that trains as a whole, whatever the step
+
+    def _apply(self, model, step: int) -> None:
+        frozen = step < self._updates(model)
+        if frozen != self._frozen:
+            set_finetune_stage(model, frozen)
+            if frozen:
+                logger.info("updates %d..%d: training lm_head only (freeze_finetune_updates)", step,
+                            self._updates(model) - 1)
+            else:
+                logger.info("update %d: training the whole network except the conv feature encoder", step)
+            self._frozen = frozen
+
+
+# --------------------------------------------------------------------------------------------------- metrics
+def argmax_logits(logits: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
+    """``preprocess_logits_for_metrics``: keep the (B, T) greedy ids instead of (B, T, V) logits, so evaluation
+    does not accumulate every logit of the dev set."""
+    if isinstance(logits, tuple):
+        logits = logits[0]
+    return logits.argmax(-1)
+
+
+def greedy_decode(processor, predicted_ids: np.ndarray) -> list[str]:
+    """Greedy CTC: collapse repeats, drop blanks, ``|`` -> space. ``predicted_ids`` (B, T), padded with -100
+    (the Trainer's padding across batches), which becomes the blank."""
+    ids = np.where(predicted_ids < 0, processor.tokenizer.pad_token_id, predicted_ids)
+    return processor.batch_decode(ids)
+
+
+def make_compute_metrics(processor, metrics: dict | None = None) -> Callable[[EvalPrediction], dict]:
+    """``compute_metrics`` for the Trainer: greedy-decode the argmax ids (see :func:`argmax_logits`), decode the
+    labels without collapsing repeats, and return ``{"wer": ..., "cer": ...}`` from the offline ``evaluate``
+    metrics of ``hf_wav2vec2.metrics`` (or ``metrics``, a name -> ``evaluate`` module dict). Rows without labels
+    (the collator's placeholder batches) are left out."""
+    if metrics is None:
+        from ..metrics import load_metric
+
+        metrics = {name: load_metric(name) for name in ("wer", "cer")}
+
+    def compute_metrics(prediction: EvalPrediction) -> dict:
+        predicted = np.asarray(prediction.predictions)
+        labels = np.asarray(prediction.label_ids)
+        has_labels = (labels >= 0).any(-1)
+        hypotheses = greedy_decode(processor, predicted[has_labels])
+        labels = np.where(labels[has_labels] < 0, processor.tokenizer.pad_token_id, labels[has_labels])
+        references = processor.batch_decode(labels, group_tokens=False)  # "LL" in labels is two letters
+        return {name: metric.compute(predictions=hypotheses, references=references)
+                for name, metric in metrics.items()}
+
+    return compute_metrics
+
+
+# --------------------------------------------------------------------------------------------------- trainer
+class CTCTrainer(Trainer):
+    """``Trainer`` with the paper's fine-tuning recipe for ``W2V2ForCTC`` (see the module docstring).
+
+    Args (besides the Trainer's):
+        max_tokens: audio samples per device and batch (fairseq ``max_tokens``); batches are built by
+            ``MaxTokensBatchSampler`` over the dataset's lengths (``dataset.hf_dataset["num_samples"]`` for an
+            ``AudioDataset``, or a ``num_samples`` column). None: the Trainer's batches of
+            ``per_device_train_batch_size``.
+        lr_phase_ratios, init_lr_scale, final_lr_scale: the tri-stage schedule (fairseq ``phase_ratio``,
+            ``init_lr_scale``, ``final_lr_scale``); ``args.lr_scheduler_type`` and warm-up fields are not used.
+        freeze_finetune_updates: override ``model.config.freeze_finetune_updates``.
+
+    The model must use ``ctc_loss_reduction="sum"``: the trainer normalises by the utterance count itself.
+    """
+
+    loss_is_scaled_for_ga = True  # compute_loss divides by the utterances of the whole update
+
+    def __init__(self, *args, max_tokens: int | None = None, lr_phase_ratios=(0.1, 0.4, 0.5),
+                 init_lr_scale: float = 0.01, final_lr_scale: float = 0.05,
+                 freeze_finetune_updates: int | None = None, **kwargs):
+        self.max_tokens = max_tokens
+        self.lr_phase_ratios = tuple(lr_phase_ratios)
+        self.init_lr_scale = init_lr_scale
+        self.final_lr_scale = final_lr_scale
+        callbacks = list(kwargs.pop("callbacks", None) or [])
+        if not any(isinstance(c, FreezeFinetuneCallback) for c in callbacks):
+            callbacks.append(FreezeFinetuneCallback(freeze_finetune_updates))
+        super().__init__(*args, callbacks=callbacks, **kwargs)
+        reduction = self.model.config.ctc_loss_reduction
+        if reduction != "sum":
+            raise ValueError(f"CTCTrainer normalises the summed CTC loss by the utterance count (fairseq "
+                             f"sentence_avg); load the model with ctc_loss_reduction='sum', got {reduction!r}")
+
+    # 1. tri-stage LR (section 4)
+    def create_scheduler(self, num_training_steps: int, optimizer=None):
+        if self.lr_scheduler is None:
+            warmup, hold, decay = self.lr_phase_ratios
+            schedule = tri_stage_lr_lambda(num_training_steps, warmup, hold, decay, init_scale=self.init_lr_scale,
+                                           final_scale=self.final_lr_scale)
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer or self.optimizer, schedule)
+            self._created_lr_scheduler = True
+        return self.lr_scheduler
+
+    # 2. loss: summed CTC / utterances in the update (fairseq sentence_avg)
+    def _get_num_items_in_batch(self, batch_samples: list, device: torch.device) -> torch.Tensor | None:
+        """Utterances with at least one label in this update's micro-batches, summed over processes."""
+        if not batch_samples or "labels" not in batch_samples[0]:
+            return None
+        count = sum(int((batch["labels"] >= 0).any(-1).sum()) for batch in batch_samples)
+        count = torch.tensor(count, device=device)
+        if self.args.average_tokens_across_devices and self.args.world_size > 1:
+            count = self.accelerator.gather(count).sum()
+        return count
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs["labels"]
+        outputs = model(**inputs)
+        has_labels = (labels >= 0).any(-1)  # (B,) False only in the collator's placeholder batch
+        if num_items_in_batch is None:  # evaluation: this batch alone
+            num_items_in_batch = has_labels.sum()
+        loss = outputs.loss / torch.as_tensor(num_items_in_batch, device=outputs.loss.device).clamp_min(1)
+        if model.training and self.args.average_tokens_across_devices and self.args.world_size > 1:
+            loss = loss * self.accelerator.num_processes  # DDP averages gradients; the divisor was global
+        if not bool(has_labels.any()):
+            loss = loss * 0.0  # a placeholder: nothing to learn, but every process still runs its backward
+        return (loss, outputs) if return_outputs else loss
+
+    # 3. evaluation: frames past an utterance's end decode as blank
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        mask = inputs.get("attention_mask")
+        if isinstance(logits, torch.Tensor) and logits.dim() == 3 and mask is not None:
+            # The padded frames of a batch carry outputs too; greedy decoding would read them as speech.
+            frames = self.accelerator.unwrap_model(model).num_frames(mask.long().sum(-1))  # (B,)
+            padded = torch.arange(logits.shape[1], device=logits.device)[None, :] >= frames[:, None]  # (B, T)
+            blank = torch.full_like(logits[0, 0], torch.finfo(logits.dtype).min)
+            blank[self.model.config.pad_token_id] = 0.0
+            logits = torch.where(padded[..., None], blank, logits)
+        return loss, logits, labels
+
+    # 4. batches by total audio (fairseq max_tokens)
+    def get_train_dataloader(self) -> DataLoader:
+        if self.max_tokens is None:
+            return super().get_train_dataloader()
+        sampler = MaxTokensBatchSampler(_lengths(self.train_dataset), self.max_tokens, shuffle=True,
+                                        seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed)
+        return self._audio_dataloader(self.train_dataset, sampler)
+
+    def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
+        if self.max_tokens is None:
+            return super().get_eval_dataloader(eval_dataset)
+        if isinstance(eval_dataset, str):
+            eval_dataset = self.eval_dataset[eval_dataset]
+        dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
+        if dataset is None:
+            raise ValueError("CTCTrainer: evaluation requires an eval_dataset")
+        sampler = MaxTokensBatchSampler(_lengths(dataset), self.max_tokens, shuffle=False)
+        if self.accelerator.num_processes > 1:
+            sampler = EvenBatches(sampler, self.accelerator.num_processes)
+        return self._audio_dataloader(dataset, sampler)
+
+    def get_test_dataloader(self, test_dataset) -> DataLoader:
+        return self.get_eval_dataloader(test_dataset)
+
+    def _audio_dataloader(self, dataset, sampler) -> DataLoader:
+        # Our collator gets the rows as they are: the Trainer's column removal would drop "text" and "path".
+        num_workers = self.args.dataloader_num_workers
+        loader = DataLoader(
+            dataset, batch_sampler=sampler, collate_fn=self.data_collator, num_workers=num_workers,
+            pin_memory=self.args.dataloader_pin_memory and torch.cuda.is_available(),
+            persistent_workers=self.args.dataloader_persistent_workers and num_workers > 0,
+            prefetch_factor=self.args.dataloader_prefetch_factor if num_workers > 0 else None,
+        )
+        return self.accelerator.prepare(loader)
+
+
+class EvenBatches(Sampler[list[int]]):
+    """The batches of ``batch_sampler`` with the largest ones halved until their count is a multiple of
+    ``multiple``: sharded over that many processes, every process gets as many batches as the others without an
+    utterance being repeated (accelerate pads uneven shards with repeats, which would count twice in the WER)."""
+
+    def __init__(self, batch_sampler, multiple: int):
+        batches = [list(batch) for batch in batch_sampler]
+        while len(batches) % multiple:
+            largest = max(range(len(batches)), key=lambda i: len(batches[i]))
+            if len(batches[largest]) < 2:
+                break  # fewer utterances than processes: accelerate repeats some
+            batch = batches.pop(largest)
+            batches[largest:largest] = [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter(self.batches)
+
+
+def _lengths(dataset) -> list[int]:
+    """Audio samples per item: ``AudioDataset`` (its ``hf_dataset``) or a dataset with a ``num_samples`` column."""
+    source = getattr(dataset, "hf_dataset", dataset)
+    try:
+        return list(source["num_samples"])
+    except (KeyError, TypeError, ValueError) as error:
+        raise ValueError("batching by max_tokens needs the audio length of each item: pass an AudioDataset over a "
+                         "load_speech_dataset dataset, or a dataset with a 'num_samples' column") from error

@@ -1,0 +1,276 @@
+"""CTC fine-tuning: vocabulary and processor, the collator's handling of bad examples, the freeze callback, the
+tri-stage LR inside the Trainer, offline WER/CER, and train_ctc.py end to end from both checkpoint layouts."""
+
+import json
+import logging
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import tiny_config, tiny_hf_config
+from transformers import TrainerCallback, TrainingArguments, Wav2Vec2ForPreTraining, Wav2Vec2Processor
+
+from hf_wav2vec2 import W2V2ForCTC, W2V2ForPreTraining
+from hf_wav2vec2.data import synthesize_corpus
+from hf_wav2vec2.data.ctc import CTCCollator, build_processor, build_vocabulary, ctc_required_frames
+from hf_wav2vec2.metrics import load_metric
+from hf_wav2vec2.training import tri_stage_lr_lambda
+from hf_wav2vec2.training.finetune import CTCTrainer, EvenBatches, make_compute_metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRANSCRIPTS = ["and god said", "Let there be light.", "it's well-pleased"]
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return build_processor(build_vocabulary(TRANSCRIPTS))
+
+
+def ctc_model(processor, **overrides):
+    values = dict(vocab_size=len(processor.tokenizer), pad_token_id=0, ctc_zero_infinity=False)
+    return W2V2ForCTC(tiny_config(**{**values, **overrides}))
+
+
+def utterance(seconds: float, text: str, seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    return {"input_values": rng.standard_normal(int(16000 * seconds)).astype(np.float32) * 0.1, "text": text}
+
+
+# ------------------------------------------------------------------------------------ vocabulary, processor
+def test_vocabulary_blank_zero_delimiter_and_sorted_letters():
+    vocab = build_vocabulary(TRANSCRIPTS)
+    assert list(vocab)[:3] == ["[PAD]", "[UNK]", "|"] and vocab["[PAD]"] == 0
+    letters = sorted(set("".join(TRANSCRIPTS).upper()) & set("ABCDEFGHIJKLMNOPQRSTUVWXYZ'"))
+    assert list(vocab)[3:] == letters  # normalised ("well-pleased" -> "WELL PLEASED"), no "-", "." or space
+    assert list(vocab.values()) == list(range(len(vocab)))
+    assert build_vocabulary(reversed(TRANSCRIPTS)) == vocab
+
+
+@pytest.mark.parametrize("norm", ["group", "layer"])
+def test_processor_round_trip(tmp_path, norm):
+    processor = build_processor(build_vocabulary(TRANSCRIPTS), feat_extract_norm=norm)
+    processor.save_pretrained(tmp_path)
+    loaded = Wav2Vec2Processor.from_pretrained(tmp_path)
+    assert loaded.tokenizer.get_vocab() == processor.tokenizer.get_vocab()
+    assert loaded.tokenizer.pad_token_id == 0 and len(loaded.tokenizer) == len(build_vocabulary(TRANSCRIPTS))
+    assert loaded.feature_extractor.do_normalize == (norm == "layer")
+    assert loaded.feature_extractor.return_attention_mask and loaded.feature_extractor.sampling_rate == 16000
+    ids = loaded.tokenizer("LET THERE BE LIGHT").input_ids
+    assert ids[3] == loaded.tokenizer.convert_tokens_to_ids("|")
+    assert loaded.tokenizer.decode(ids, group_tokens=False) == "LET THERE BE LIGHT"
+
+
+def test_ctc_required_frames_counts_repeats():
+    assert ctc_required_frames([5, 6, 6, 6, 7]) == 5 + 2  # "HELLO"-like: a blank between equal neighbours
+    assert ctc_required_frames([]) == 0 and ctc_required_frames([3]) == 1
+
+
+# ------------------------------------------------------------------------------------------------- collator
+def test_collator_pads_labels_with_minus_100(processor):
+    model = ctc_model(processor)
+    collator = CTCCollator(processor, model.num_frames)
+    batch = collator([utterance(1.0, "and god said"), utterance(0.5, "let", seed=1)])
+    assert batch["input_values"].shape == (2, 16000) and batch["attention_mask"][1].sum() == 8000
+    labels = batch["labels"]
+    assert labels.shape == (2, 12) and (labels[1, 3:] == -100).all() and (labels[0] >= 0).all()
+    assert processor.tokenizer.decode(labels[1, :3].tolist()) == "LET"
+    out = model(**batch)
+    assert torch.isfinite(out.loss)
+
+
+def test_collator_drops_bad_examples_and_reports(processor, tmp_path, caplog):
+    model = ctc_model(processor)
+    frames = model.num_frames
+    broken = tmp_path / "broken.flac"
+    broken.write_bytes(b"not audio at all" * 100)
+    good = tmp_path / "good.flac"
+    sf.write(good, utterance(1.0, "")["input_values"], 16000)
+    # Ten L's need 10 + 9 = 19 frames (a blank between each pair), which 400 samples give: kept. Eleven need 21.
+    samples = 400
+    assert frames(samples) == 19
+    examples = [
+        utterance(1.0, "and god said"),  # kept
+        utterance(1.0, "   "),  # empty after normalisation
+        utterance(1.0, "said zed", seed=2),  # "Z" is not in the vocabulary -> [UNK], kept
+        utterance(1.0, "said zz", seed=3),  # warned once per character only
+        utterance(0.03, "and god said let there be light", seed=4),  # 31 labels, 480 samples give 23 frames
+        {"id": "broken", "path": str(broken), "text": "let"},  # undecodable
+        {"id": "good", "path": str(good), "text": "let"},  # decoded here
+        {"input_values": np.zeros(samples, np.float32), "text": "l" * 10},  # exactly feasible: kept
+        {"input_values": np.zeros(samples, np.float32), "text": "l" * 11},  # 11 labels < 19 frames, yet infeasible
+        None,  # AudioDataset's undecodable file
+    ]
+    collator = CTCCollator(processor, frames)
+    with caplog.at_level(logging.WARNING, logger="hf_wav2vec2.data"):
+        batch = collator(examples)
+    assert batch["labels"].shape[0] == 5
+    assert dict(collator.report.dropped) == {"empty": 1, "infeasible": 2, "audio": 2}
+    assert collator.report.unknown_characters == {"Z": 3}
+    log = caplog.text
+    assert "empty transcript" in log and "CTC-infeasible" in log and str(broken) in log
+    assert log.count("'Z' is not in the vocabulary") == 1
+    unk = processor.tokenizer.unk_token_id
+    assert (batch["labels"] == unk).sum() == 3
+    out = model(**batch)  # zero_infinity is off: a kept infeasible example would make this inf
+    assert torch.isfinite(out.loss)
+
+
+def test_all_bad_batch_gives_zero_loss_placeholder(processor, tmp_path):
+    model = ctc_model(processor)
+    collator = CTCCollator(processor, model.num_frames)
+    batch = collator([utterance(1.0, ""), None])
+    assert (batch["labels"] == -100).all() and collator.report.empty_batches == 1
+    trainer = CTCTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[]),
+                         data_collator=collator)
+    model.train()
+    loss = trainer.compute_loss(model, batch, num_items_in_batch=torch.tensor(0))
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_loss_is_sum_over_utterances_divided_by_their_count(processor, tmp_path):
+    model = ctc_model(processor, ctc_loss_reduction="sum").eval()
+    batch = CTCCollator(processor, model.num_frames)([utterance(1.0, "and god said"), utterance(0.8, "let", 1)])
+    trainer = CTCTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[]))
+    with torch.no_grad():
+        singles = [model(**{k: v[i : i + 1, : int(batch["attention_mask"][i].sum())] if k != "labels"
+                            else v[i : i + 1] for k, v in batch.items()}).loss for i in range(2)]
+        loss = trainer.compute_loss(model, batch)
+    torch.testing.assert_close(loss, (singles[0] + singles[1]) / 2, rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="ctc_loss_reduction"):
+        CTCTrainer(model=ctc_model(processor, ctc_loss_reduction="mean"),
+                   args=TrainingArguments(output_dir=str(tmp_path), report_to=[]))
+
+
+# ---------------------------------------------------------------------------- freeze callback, tri-stage LR
+class _Recorder(TrainerCallback):
+    """Per update: which parameters got a gradient, the LR, and the optimizer's hyper-parameters."""
+
+    def __init__(self):
+        self.with_grad, self.lrs = [], []
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, optimizer=None, **kwargs):
+        self.with_grad.append({n for n, p in model.named_parameters() if p.grad is not None})
+        self.lrs.append(optimizer.param_groups[0]["lr"])
+        self.adam = (optimizer.param_groups[0]["betas"], optimizer.param_groups[0]["eps"])
+
+
+def test_freeze_callback_and_tri_stage_lr_in_trainer(processor, tmp_path):
+    torch.manual_seed(0)
+    model = ctc_model(processor, freeze_finetune_updates=3, ctc_loss_reduction="sum")
+    data = [utterance(0.5 + 0.1 * i, TRANSCRIPTS[i % 3], seed=i) for i in range(4)]
+    args = TrainingArguments(output_dir=str(tmp_path), max_steps=10, learning_rate=1e-3, per_device_train_batch_size=2,
+                             adam_beta2=0.98, adam_epsilon=1e-8, report_to=[], save_strategy="no",
+                             remove_unused_columns=False, max_grad_norm=0.0, disable_tqdm=True)
+    recorder = _Recorder()
+    trainer = CTCTrainer(model=model, args=args, train_dataset=data, data_collator=CTCCollator(processor,
+                         model.num_frames), callbacks=[recorder])
+    conv_before = {n: p.detach().clone() for n, p in model.wav2vec2.feature_extractor.named_parameters()}
+    trainer.train()
+
+    every = {n for n, _ in model.named_parameters()}
+    conv = {n for n in every if n.startswith("wav2vec2.feature_extractor.")}
+    head = {"lm_head.weight", "lm_head.bias"}
+    assert conv and len(recorder.with_grad) == 10
+    for step, names in enumerate(recorder.with_grad):
+        assert names == (head if step < 3 else every - conv), step
+    assert all(torch.equal(p, conv_before[n]) for n, p in model.wav2vec2.feature_extractor.named_parameters())
+    # the optimizer never holds the conv encoder
+    held = {id(p) for group in trainer.optimizer.param_groups for p in group["params"]}
+    assert not held & {id(p) for p in model.wav2vec2.feature_extractor.parameters()}
+
+    schedule = tri_stage_lr_lambda(10)
+    expected = [1e-3 * schedule(step) for step in range(10)]
+    assert recorder.lrs == pytest.approx(expected)
+    assert expected[0] == pytest.approx(1e-5) and expected[3] == pytest.approx(1e-3)  # 0.01x start, hold
+    assert recorder.adam == ((0.9, 0.98), 1e-8)
+
+
+def test_even_batches_split_largest_without_repeats():
+    batches = EvenBatches([[0, 1, 2, 3], [4, 5], [6]], multiple=2)
+    assert len(batches) == 4 and sorted(i for b in batches for i in b) == list(range(7))
+
+
+# ---------------------------------------------------------------------------------------------------- metrics
+def test_offline_wer_cer_against_hand_computed_values():
+    references = ["THE CAT SAT", "HELLO"]
+    hypotheses = ["THE BAT SAT ON", "HELO"]
+    # words: CAT->BAT (S), +ON (I); HELLO->HELO (S): 3 edits / 4 reference words
+    assert load_metric("wer").compute(predictions=hypotheses, references=references) == pytest.approx(3 / 4)
+    # characters: C->B (S), +" ON" (3 I); one L deleted (D): 5 edits / (11 + 5) reference characters
+    assert load_metric("cer").compute(predictions=hypotheses, references=references) == pytest.approx(5 / 16)
+    assert load_metric("wer").compute(predictions=["A B"], references=["A B"]) == 0.0
+
+
+def test_compute_metrics_greedy_ctc_decoding(processor):
+    ids = processor.tokenizer.convert_tokens_to_ids
+    a, d, s, bar = ids("A"), ids("D"), ids("S"), ids("|")
+    l_ = ids("L")
+    predictions = np.array([[a, a, 0, d, bar, bar, s, -100], [l_, 0, l_, 0, 0, 0, 0, 0], [0] * 8])
+    labels = np.array([[a, d, bar, s, -100], [l_, l_, -100, -100, -100], [-100] * 5])  # last: a placeholder row
+    from transformers import EvalPrediction
+
+    metrics = make_compute_metrics(processor)(EvalPrediction(predictions=predictions, label_ids=labels))
+    assert metrics == {"wer": 0.0, "cer": 0.0}  # "AAD||S" -> "AD S", "L L" -> "LL" matches the label "LL"
+
+
+# ------------------------------------------------------------------------------------------------ end to end
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("corpus")
+    synthesize_corpus(str(folder), num_speakers=2, utterances_per_split=(12, 4, 4))
+    return os.path.join(folder, "LibriSpeech")
+
+
+@pytest.mark.parametrize("layout", ["ours", "official"])
+def test_train_ctc_end_to_end(corpus, tmp_path, layout):
+    start = tmp_path / "pretrained"
+    if layout == "ours":
+        W2V2ForPreTraining(tiny_config()).save_pretrained(start)
+    else:
+        Wav2Vec2ForPreTraining(tiny_hf_config()).save_pretrained(start)
+    out = tmp_path / "out"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1",
+           "OMP_NUM_THREADS": "2"}
+    command = [sys.executable, os.path.join(ROOT, "train_ctc.py"), "--model_name_or_path", str(start),
+               "--dataset", corpus, "--split", "train-clean", "--eval_split", "dev-clean", "--output_dir", str(out),
+               "--max_steps", "3", "--freeze_finetune_updates", "1", "--max_tokens", "160000",
+               "--learning_rate", "1e-3", "--disable_tqdm", "true", "--report_to", "none"]
+    run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "dev-clean: WER" in run.stdout
+    for name in ("model.safetensors", "config.json", "vocab.json", "tokenizer_config.json", "processor_config.json"):
+        assert (out / name).exists(), name
+    results = json.loads((out / "eval_results.json").read_text())
+    losses = [entry["eval_loss"] for entry in results["log_history"] if "eval_loss" in entry]
+    assert losses and all(math.isfinite(loss) for loss in losses)
+    assert 0 <= results["results"]["dev-clean"]["eval_cer"] < math.inf
+    model = W2V2ForCTC.from_pretrained(out)
+    processor = Wav2Vec2Processor.from_pretrained(out)
+    assert model.config.vocab_size == len(processor.tokenizer) and model.config.pad_token_id == 0
+    assert model.config.model_type == "w2v2"
+    if layout == "ours":  # the output folder is what pipeline("automatic-speech-recognition") takes
+        from transformers import pipeline
+
+        text = pipeline("automatic-speech-recognition", model=str(out))(utterance(0.5, "")["input_values"])["text"]
+        assert isinstance(text, str) and set(text) <= set(processor.tokenizer.get_vocab()) | {" ", "[", "]"}
+
+
+def test_padded_frames_decode_as_blank(processor, tmp_path):
+    model = ctc_model(processor).eval()
+    torch.nn.init.normal_(model.lm_head.bias, std=10.0)  # make non-blank outputs likely everywhere
+    batch = CTCCollator(processor, model.num_frames)([utterance(1.0, "and god said"), utterance(0.3, "let", 1)])
+    trainer = CTCTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[]))
+    _, logits, _ = trainer.prediction_step(model, batch, prediction_loss_only=False)
+    short = int(model.num_frames(int(batch["attention_mask"][1].sum())))
+    ids = logits.argmax(-1)
+    assert (ids[1, short:] == 0).all() and logits.shape[1] > short
+    with torch.no_grad():
+        alone = model(batch["input_values"][1:, : int(batch["attention_mask"][1].sum())]).logits.argmax(-1)
+    assert torch.equal(ids[1, :short], alone[0])

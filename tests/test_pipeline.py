@@ -1,0 +1,230 @@
+"""pipeline("automatic-speech-recognition") over our W2V2ForCTC folders: arrays, files without FFmpeg, other sampling
+rates, chunked long audio, char and word timestamps, the real recordings in ../shared/real_speech."""
+
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor, pipeline
+
+import hf_wav2vec2
+from hf_wav2vec2 import W2V2Config, W2V2ForCTC
+from hf_wav2vec2.data import decode_audio
+from hf_wav2vec2.decoding import SpeechRecognitionPipeline, asr_pipeline, greedy_decode, load_audio
+from hf_wav2vec2.hub import save_hub_folder
+
+ROOT = Path(hf_wav2vec2.__file__).resolve().parents[1]
+REAL_SPEECH = ROOT.parent / "shared" / "real_speech"
+FRAME_S = 0.02  # 320 samples at 16 kHz
+# The real conv geometry (400-sample field, 320-sample hop) at a CPU-friendly width.
+SMALL = dict(num_hidden_layers=2, conv_dim=(64,) * 7, hidden_size=64, intermediate_size=128, num_attention_heads=2,
+             num_conv_pos_embeddings=32, num_conv_pos_embedding_groups=4, hidden_dropout=0.0, attention_dropout=0.0,
+             activation_dropout=0.0, feat_proj_dropout=0.0, final_dropout=0.0)
+
+needs_real_speech = pytest.mark.skipif(not REAL_SPEECH.is_dir(), reason="shared/real_speech is not beside the repo")
+
+
+def make_processor(folder: Path, do_normalize: bool) -> Wav2Vec2Processor:
+    folder.mkdir(parents=True, exist_ok=True)
+    vocab = {"[PAD]": 0, "[UNK]": 1, "|": 2, "'": 3, **{c: 4 + i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZ")}}
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    tokenizer = Wav2Vec2CTCTokenizer(str(folder / "vocab.json"), unk_token="[UNK]", pad_token="[PAD]",
+                                     word_delimiter_token="|", bos_token=None, eos_token=None)
+    extractor = Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=do_normalize, return_attention_mask=True)
+    return Wav2Vec2Processor(feature_extractor=extractor, tokenizer=tokenizer)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """BASE-like (group norm, full attention) random model + processor."""
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("asr")
+    processor = make_processor(root / "vocab", do_normalize=True)
+    model = W2V2ForCTC(W2V2Config.tiny(vocab_size=len(processor.tokenizer), **SMALL)).eval()
+    return save_hub_folder(model, processor, root / "model")
+
+
+@pytest.fixture(scope="module")
+def frame_local_folder(tmp_path_factory):
+    """A model whose logits at a frame depend only on the audio within +-16 frames of it: layer-norm conv encoder
+    (group norm takes statistics over the whole utterance), attention output projections zeroed (attention adds
+    only its bias), positional conv of 32 frames; no per-utterance waveform normalisation. Chunks with strides of
+    more than 16 frames therefore see exactly what one pass sees, and chunked == unchunked is an exact check of the
+    pipeline's chunk and stride arithmetic with our frame geometry."""
+    torch.manual_seed(1)
+    root = tmp_path_factory.mktemp("asr_local")
+    processor = make_processor(root / "vocab", do_normalize=False)
+    config = W2V2Config.tiny(vocab_size=len(processor.tokenizer), feat_extract_norm="layer", conv_bias=True, **SMALL)
+    model = W2V2ForCTC(config).eval()
+    with torch.no_grad():
+        for layer in model.wav2vec2.encoder.layers:
+            layer.attention.out_proj.weight.zero_()
+    return save_hub_folder(model, processor, root / "model")
+
+
+@pytest.fixture(scope="module")
+def long_file(tmp_path_factory):
+    """~24 s of real speech (four recordings back to back), or synthetic noise bursts without shared/."""
+    path = tmp_path_factory.mktemp("long") / "long.wav"
+    if REAL_SPEECH.is_dir():
+        names = ["librispeech-1995-1837-0001.wav", "ljspeech-LJ050-0131.wav", "picovoice-test_en.wav",
+                 "sphinx4-10001-90210-01803.wav"]
+        audio = np.concatenate([decode_audio(REAL_SPEECH / name) for name in names])
+    else:
+        rng = np.random.default_rng(0)
+        audio = (rng.standard_normal(16000 * 24) * np.repeat(rng.random(24 * 5), 3200)).astype(np.float32) * 0.1
+    sf.write(path, audio, 16000, subtype="FLOAT")
+    return path
+
+
+def check_timestamps(chunks, duration_s):
+    times = [t for chunk in chunks for t in chunk["timestamp"]]
+    assert all(np.isclose(t / FRAME_S, round(t / FRAME_S)) for t in times)  # whole 20 ms frames
+    assert all(a <= b for a, b in zip(times, times[1:]))  # ordered, non-overlapping
+    assert times[-1] <= duration_s + FRAME_S
+
+
+def test_numpy_arrays_match_the_model_decoded_by_hand(folder):
+    asr = pipeline("automatic-speech-recognition", model=str(folder))
+    model = W2V2ForCTC.from_pretrained(folder).eval()
+    processor = Wav2Vec2Processor.from_pretrained(folder)
+    rng = np.random.default_rng(0)
+    waves = [rng.standard_normal(n).astype(np.float32) for n in (16000, 23000)]
+    for wave in waves:
+        inputs = processor(wave, sampling_rate=16000, return_tensors="pt")
+        with torch.no_grad():
+            logits = model(inputs.input_values).logits
+        expected = greedy_decode(logits, processor.tokenizer)[0]
+        assert expected.strip()  # a random head emits letters, not only blanks
+        assert asr(wave)["text"] == expected
+        assert asr({"raw": wave, "sampling_rate": 16000})["text"] == expected
+    # batched (padded, with attention mask): the same texts once the padded frames are not decoded
+    batched = asr_pipeline(str(folder))(waves, batch_size=2)
+    assert [out["text"] for out in batched] == [asr(wave)["text"] for wave in waves]
+
+
+@pytest.mark.skipif(shutil.which("ffmpeg") is not None, reason="FFmpeg is installed here")
+def test_stock_pipeline_needs_ffmpeg_for_paths(folder, long_file):
+    """What transformers does with a path: read the bytes and pipe them through the ffmpeg program."""
+    asr = pipeline("automatic-speech-recognition", model=str(folder))
+    with pytest.raises(ValueError, match="ffmpeg was not found"):
+        asr(str(long_file))
+
+
+def test_paths_bytes_and_other_rates_without_ffmpeg(folder, tmp_path):
+    asr = asr_pipeline(str(folder))
+    assert isinstance(asr, SpeechRecognitionPipeline)
+    stock = pipeline("automatic-speech-recognition", model=str(folder))
+    # 44.1 kHz stereo, 24-bit FLAC (the real one when shared/ is there)
+    path = REAL_SPEECH / "whisper-jfk.flac"
+    if not path.is_file():
+        rng = np.random.default_rng(0)
+        path = tmp_path / "stereo.flac"
+        sf.write(path, 0.1 * rng.standard_normal((44100 * 3, 2)), 44100, subtype="PCM_24")
+    expected = stock(load_audio(path))["text"]  # decoded + resampled by us, fed as a 16 kHz array
+    assert expected.strip()
+    assert asr(str(path))["text"] == expected
+    assert asr(path.read_bytes())["text"] == expected
+    samples, rate = sf.read(path, dtype="float32", always_2d=True)
+    assert rate == 44100 and samples.shape[1] == 2
+    # (channels, samples) at 44.1 kHz: resampled with soxr (transformers would need torchaudio)
+    assert asr({"raw": samples.T, "sampling_rate": rate})["text"] == expected
+
+
+def test_chunked_long_audio_equals_one_pass(frame_local_folder, long_file):
+    asr = asr_pipeline(str(frame_local_folder))
+    calls = []
+    asr.model.register_forward_hook(lambda module, args, output: calls.append(output.logits.shape))
+    duration = sf.info(long_file).duration
+    one_pass = asr(str(long_file), return_timestamps="char")
+    assert len(calls) == 1 and len(one_pass["text"]) > 100
+    calls.clear()
+    chunked = asr(str(long_file), chunk_length_s=4, stride_length_s=1, return_timestamps="char")
+    assert len(calls) >= int(duration / 2)  # 4 s chunks advancing by 2 s
+    assert chunked["text"] == one_pass["text"]
+    assert chunked["chunks"] == one_pass["chunks"]
+    # batched chunks (the last one padded) and asymmetric strides: still the same
+    batched = asr(str(long_file), chunk_length_s=5, stride_length_s=(1.0, 1.5), batch_size=4,
+                  return_timestamps="word")
+    assert batched["text"] == one_pass["text"]
+    check_timestamps(batched["chunks"], duration)
+
+
+def test_char_and_word_timestamps(folder, long_file):
+    asr = asr_pipeline(str(folder))
+    audio = load_audio(long_file)["raw"][: 16000 * 6]
+    chars = asr(audio, return_timestamps="char")
+    words = asr(audio, return_timestamps="word")
+    assert chars["text"] == words["text"]
+    assert "".join(chunk["text"] for chunk in chars["chunks"]) == chars["text"]
+    assert [chunk["text"] for chunk in words["chunks"]] == words["text"].split()
+    check_timestamps(chars["chunks"], 6.0)
+    check_timestamps(words["chunks"], 6.0)
+    # each word spans its characters
+    letters = [c for c in chars["chunks"] if c["text"] != " "]
+    assert words["chunks"][0]["timestamp"][0] == letters[0]["timestamp"][0]
+    assert words["chunks"][-1]["timestamp"][1] == letters[-1]["timestamp"][1]
+
+
+@needs_real_speech
+def test_real_recordings_of_every_format(folder):
+    """Shape and timing of the output on the real files (mixed rates, channels, formats), not accuracy."""
+    asr = asr_pipeline(str(folder))
+    files = sorted(p for p in REAL_SPEECH.iterdir() if p.suffix in (".wav", ".flac"))
+    assert len(files) == 9
+    for path in files:
+        duration = sf.info(path).duration
+        out = asr(str(path), return_timestamps="word")
+        assert isinstance(out["text"], str) and out["text"].strip(), path.name
+        assert [chunk["text"] for chunk in out["chunks"]] == out["text"].split()
+        check_timestamps(out["chunks"], duration)
+        frames = (round(duration * 16000) - 400) // 320 + 1
+        assert len(out["text"].replace(" ", "")) <= frames  # at most one letter per frame
+
+
+# KenLM needs at least a bigram model.
+WORD_BIGRAM = """
+\\data\\
+ngram 1=5
+ngram 2=2
+
+\\1-grams:
+-1.0\t<unk>\t0
+-99\t<s>\t-0.3
+-1.0\t</s>\t0
+-0.5\tTHE\t-0.3
+-0.5\tCAT\t-0.3
+
+\\2-grams:
+-0.1\tTHE CAT
+-0.1\tCAT </s>
+
+\\end\\
+"""
+
+
+def test_transcribe_script(folder, tmp_path):
+    spec = importlib.util.spec_from_file_location("transcribe", ROOT / "transcribe.py")
+    script = importlib.util.module_from_spec(spec)
+    sys.modules["transcribe"] = script  # dataclasses resolve the Arguments annotations through it
+    spec.loader.exec_module(script)
+    rng = np.random.default_rng(0)
+    files = []
+    for i, rate in enumerate((16000, 22050)):
+        files.append(tmp_path / f"{i}.wav")
+        sf.write(files[-1], 0.1 * rng.standard_normal(rate * 2), rate)
+    out = script.main(["--model", str(folder), "--timestamps", "word", "--files", *map(str, files)])
+    asr = asr_pipeline(str(folder))
+    assert [r["text"] for r in out] == [asr(str(f))["text"] for f in files]
+    assert [c["text"] for c in out[0]["chunks"]] == out[0]["text"].split()
+    if importlib.util.find_spec("flashlight") is not None:
+        (tmp_path / "lm.arpa").write_text(WORD_BIGRAM)
+        out = script.main(["--model", str(folder), "--kenlm", str(tmp_path / "lm.arpa"), "--beam_size", "4",
+                           "--files", *map(str, files)])
+        assert all(set(r["text"].split()) <= {"THE", "CAT"} for r in out)

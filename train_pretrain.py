@@ -39,7 +39,7 @@ from transformers import HfArgumentParser
 from hf_wav2vec2 import W2V2Config, W2V2ForPreTraining
 from hf_wav2vec2.data import AudioDataset, MaxTokensBatchSampler, PretrainingCollator, load_speech_dataset
 from hf_wav2vec2.training import polynomial_decay_lr_lambda
-from hf_wav2vec2.training.allocator import keep_freed_memory
+from hf_wav2vec2.training.allocator import use_huge_pages
 from hf_wav2vec2.training.pretraining import PretrainingState, pretraining_update, validate
 
 logger = logging.getLogger("train_pretrain")
@@ -112,9 +112,9 @@ def save_checkpoint(accelerator, folder: str, step: int, keep: int) -> None:
 
 
 def main():
+    use_huge_pages()  # CPU steps otherwise spend as long in page faults as in the model (re-executes once)
     (args,) = HfArgumentParser(Arguments).parse_args_into_dataclasses()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    keep_freed_memory()  # CPU steps otherwise spend as long in page faults as in the model
     config = build_config(args.config)
     preset = PRESET_DEFAULTS.get(args.config, PRESET_DEFAULTS["base"])
     learning_rate = args.learning_rate or preset["learning_rate"]

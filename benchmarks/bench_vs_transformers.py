@@ -1,8 +1,8 @@
 """hf_wav2vec2 vs transformers' Wav2Vec2, side by side: same config, same weights, same audio.
 
 Usage:
-    make bench        # = GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python benchmarks/bench_vs_transformers.py
-    GLIBC_TUNABLES=glibc.malloc.hugetlb=1 python benchmarks/bench_vs_transformers.py --only tiny --dtype fp32
+    make bench        # = python benchmarks/bench_vs_transformers.py
+    python benchmarks/bench_vs_transformers.py --only tiny --dtype fp32
     python benchmarks/bench_vs_transformers.py --device cuda --iters 20 --warmup 5
     python benchmarks/bench_vs_transformers.py --only base,ctc --dtype bf16
 
@@ -29,8 +29,9 @@ Method:
   resetting ``VmHWM`` by writing "5" to ``/proc/self/clear_refs``. A second row subtracts gradients + AdamW state
   (3 x parameter bytes, the same in both) to show what the activations and temporaries take.
 - On CPU, glibc returns big freed buffers to the OS after each step and page-faults them back on the next, which
-  costs about as much as the model (see DESIGN.md); compare with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``, which
-  the subprocesses inherit, as ``make bench`` sets it.
+  costs about as much as the model (see DESIGN.md). Our training scripts run with
+  ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` (``hf_wav2vec2.training.allocator``); every worker, ours and
+  transformers' alike, is started with it too, so both run under the same allocator settings.
 """
 
 from __future__ import annotations
@@ -263,7 +264,9 @@ def run_worker(spec: dict) -> dict:
 def spawn(spec: dict, timeout: float) -> dict:
     cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        # the same allocator settings for both implementations: what our training scripts run with
+        env = {**os.environ, "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")}
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {timeout:.0f} s"}
     for line in proc.stdout.splitlines():
@@ -327,7 +330,8 @@ def main(argv=None) -> None:
     print(f"versions      : torch {torch.__version__}, transformers {transformers.__version__}, "
           f"python {platform.python_version()}")
     print(f"threads       : {torch.get_num_threads()} intra-op (os.cpu_count()={os.cpu_count()})")
-    print(f"GLIBC_TUNABLES: {os.environ.get('GLIBC_TUNABLES', '(unset)')}")
+    print(f"allocator     : every worker with GLIBC_TUNABLES="
+          f"{os.environ.get('GLIBC_TUNABLES', 'glibc.malloc.hugetlb=1')}")
     load = os.getloadavg()[0]
     busy = "  <- other processes are using the CPU: timings will be noisy" if not on_cuda and load > 0.5 else ""
     print(f"load average  : {load:.2f} (1 min) at start{busy}")

@@ -248,6 +248,14 @@ def test_train_ctc_end_to_end(corpus, tmp_path, layout):
     for name in ("model.safetensors", "config.json", "vocab.json", "tokenizer_config.json", "processor_config.json"):
         assert (out / name).exists(), name
     results = json.loads((out / "eval_results.json").read_text())
+    # the output folder is a complete Hub folder whose card carries the measured WER
+    from hf_wav2vec2.hub import check_hub_folder
+
+    assert check_hub_folder(out) == []
+    card = (out / "README.md").read_text()
+    wer = 100 * results["results"]["dev-clean"]["eval_wer"]
+    assert f"| LibriSpeech dev-clean | dev-clean | greedy | {wer:.2f} |" in card
+    assert "| recipe | tiny |" in card
     losses = [entry["eval_loss"] for entry in results["log_history"] if "eval_loss" in entry]
     assert losses and all(math.isfinite(loss) for loss in losses)
     assert 0 <= results["results"]["dev-clean"]["eval_cer"] < math.inf

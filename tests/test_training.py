@@ -81,3 +81,19 @@ def test_resumed_run_continues_as_if_never_stopped(corpus, tmp_path):
 
     _, info = W2V2ForCTC.from_pretrained(tmp_path / "unbroken", output_loading_info=True)
     assert sorted(info["missing_keys"]) == ["lm_head.bias", "lm_head.weight"]
+
+
+def test_scripts_restart_once_with_huge_pages(tmp_path):
+    script = tmp_path / "script.py"
+    script.write_text("import os, sys\nprint('start', os.getpid(), os.environ.get('GLIBC_TUNABLES'), sys.argv[1:])\n"
+                      "from hf_wav2vec2.training.allocator import use_huge_pages\nuse_huge_pages()\nprint('main')\n")
+    env = {k: v for k, v in os.environ.items() if k != "GLIBC_TUNABLES"}
+    out = subprocess.run([sys.executable, str(script), "--x", "1"], capture_output=True, text=True, env=env,
+                         check=True).stdout.splitlines()
+    first, second = out[0].split(" ", 3), out[1].split(" ", 3)
+    assert first[2] == "None" and second[2] == "glibc.malloc.hugetlb=1" and first[1] == second[1]  # same pid
+    assert second[3] == "['--x', '1']" and out[2:] == ["main"]
+    # an explicit setting (here the opt-out) is kept and nothing restarts
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True,
+                         env={**env, "GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}).stdout.splitlines()
+    assert len(out) == 2 and out[1] == "main"

@@ -256,8 +256,17 @@ def main():
 
 
 def _dataset_id(sources: list[str]) -> str:
-    """A Hub dataset name as given; a local folder by its name."""
-    return ", ".join(s if not os.path.exists(s) else os.path.basename(os.path.abspath(s)) for s in sources)
+    """A Hub dataset name as given; a local folder by its name, or as the synthetic corpus it is (corpus.json,
+    written by ``hf_wav2vec2.data.synth``): never "LibriSpeech" for speech that only has LibriSpeech's layout."""
+    names = []
+    for source in sources:
+        if not os.path.exists(source):
+            names.append(source)
+        elif os.path.exists(os.path.join(source, "corpus.json")):
+            names.append("hf_wav2vec2 synthetic corpus (eSpeak NG)")
+        else:
+            names.append(os.path.basename(os.path.abspath(source)))
+    return ", ".join(names)
 
 
 def model_card_info(args, training_args, recipe_name: str, recipe: dict, train_hours: float,

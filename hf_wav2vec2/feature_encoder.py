@@ -66,12 +66,18 @@ class ConvLayer(GradientCheckpointingLayer):
     def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, C_in, L) -> (B, C_out, L'). ``valid``: (B, L') bool frames computed from real samples only; used by
         the group norm so that padding does not change its statistics."""
-        x = self.conv(x)  # (B, C, L')
+        return self.activate(self.conv(x), valid)
+
+    def activate(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """What follows the convolution: norm, then activation. (B, C, L') -> same."""
         if self.norm == "group":
             x = self._group_norm(x, valid)
         elif self.norm == "layer":
             x = self.layer_norm(x.transpose(1, 2)).transpose(1, 2)
         return self.activation(x)
+
+    def norm_parameters(self) -> tuple[torch.Tensor, ...]:
+        return tuple(self.layer_norm.parameters()) if self.norm else ()
 
     def _group_norm(self, x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
         norm = self.layer_norm
@@ -124,9 +130,96 @@ class FeatureEncoder(nn.Module):
         return x
 
     def _run(self, x, first_valid):
-        for i, layer in enumerate(self.conv_layers):
-            x = layer(x, first_valid if i == 0 else None)
-        return x
+        layers = self.conv_layers
+        if not torch.is_grad_enabled():
+            for i, layer in enumerate(layers):
+                x = layer(x, first_valid if i == 0 else None)
+            return x
+        # Training: keep one tensor per layer (the conv output) instead of three (conv output, normalised,
+        # activated); each fused step recomputes the previous layer's norm and activation in its backward.
+        x = layers[0].conv(x)
+        for i in range(1, len(layers)):
+            prev, conv = layers[i - 1], layers[i].conv
+            x = _ActivateThenConv.apply(x, first_valid if i == 1 else None, prev, conv, conv.weight, conv.bias,
+                                        *prev.norm_parameters())
+        return layers[-1].activate(x, first_valid if len(layers) == 1 else None)
+
+
+class _ActivateThenConv(torch.autograd.Function):
+    """``conv(prev.activate(x))`` that saves only ``x`` for the backward pass and recomputes the norm and activation
+    there (elementwise work and one reduction, cheap beside the convolution).
+
+    The plain graph keeps three tensors of the conv output's size per layer; at 16 kHz the first layers' outputs are
+    the largest activations of the whole model (BASE, 2 x 8 s: 100 MiB each), so this keeps a third of the feature
+    encoder's activations. Both passes run over slices of the batch of at most ``SLICE_ELEMENTS`` input elements
+    (whole items: norms and convolutions act within an item), so their temporaries (normalised, activated, and
+    their gradients) are a slice's, not the batch's. Gradients equal the plain graph's up to summation order.
+
+    Inputs: x (B, C, L), valid (first-layer frame mask or None), prev (the ConvLayer whose norm + activation come
+    first), conv (the next nn.Conv1d), its weight and bias, then prev's norm parameters (so that their gradients
+    flow through the autograd graph like any parameter's, DDP hooks included).
+    """
+
+    SLICE_ELEMENTS = 1 << 22  # 16 MiB of fp32
+
+    @staticmethod
+    def _slices(x):
+        per_item = max(1, x[0].numel())
+        step = max(1, _ActivateThenConv.SLICE_ELEMENTS // per_item)
+        return [slice(i, i + step) for i in range(0, x.shape[0], step)]
+
+    @staticmethod
+    def forward(ctx, x, valid, prev, conv, weight, bias, *norm_params):
+        device_type = x.device.type
+        ctx.autocast = (torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
+        ctx.prev, ctx.conv = prev, conv
+        ctx.save_for_backward(x, valid, weight)
+        ctx.norm_params = norm_params  # parameters: kept alive by the module anyway
+        slices = _ActivateThenConv._slices(x)
+        with torch.no_grad():
+            if len(slices) == 1:
+                return conv(prev.activate(x, valid))
+            parts = [conv(prev.activate(x[s], None if valid is None else valid[s])) for s in slices[:1]]
+            out = parts[0].new_empty((x.shape[0], *parts[0].shape[1:]))
+            out[slices[0]] = parts.pop()
+            for s in slices[1:]:
+                out[s] = conv(prev.activate(x[s], None if valid is None else valid[s]))
+            return out
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, valid, weight = ctx.saved_tensors
+        conv, needs = ctx.conv, ctx.needs_input_grad
+        enabled, dtype = ctx.autocast
+        need_x, need_w, need_b, need_norm = needs[0], needs[4], conv.bias is not None and needs[5], needs[6:]
+        grad_x = torch.empty_like(x) if need_x else None
+        grad_w = grad_b = None
+        grad_norm = [None] * len(need_norm)
+        grad_y = grad_y.contiguous()
+        for s in _ActivateThenConv._slices(x):
+            with torch.enable_grad(), torch.autocast(x.device.type, dtype=dtype, enabled=enabled):
+                x_in = x[s].detach().requires_grad_(need_x)
+                h = ctx.prev.activate(x_in, None if valid is None else valid[s])
+            wanted = [t for t, need in zip((x_in, *ctx.norm_params), (need_x, *need_norm)) if need]
+            # The forward convolution ran on h and the weight cast to the output's dtype (autocast) or as they were.
+            grad_h, gw, gb = torch.ops.aten.convolution_backward(
+                grad_y[s], h.detach().to(grad_y.dtype), weight.to(grad_y.dtype),
+                [weight.shape[0]] if conv.bias is not None else None, conv.stride, conv.padding, conv.dilation,
+                False, [0], conv.groups, [bool(wanted), need_w, need_b],
+            )
+            if gw is not None:  # summed in the parameter's dtype (fp32 under autocast)
+                grad_w = gw.to(weight.dtype) if grad_w is None else grad_w.add_(gw)
+            if gb is not None:
+                grad_b = gb.to(conv.bias.dtype) if grad_b is None else grad_b.add_(gb)
+            grads = iter(torch.autograd.grad(h, wanted, grad_h.to(h.dtype)) if wanted else ())
+            del h, grad_h
+            if need_x:
+                grad_x[s] = next(grads)
+            for i, need in enumerate(need_norm):
+                if need:
+                    g = next(grads)
+                    grad_norm[i] = g if grad_norm[i] is None else grad_norm[i].add_(g)
+        return (grad_x, None, None, None, grad_w, grad_b, *grad_norm)
 
 
 class FeatureProjection(nn.Module):

@@ -24,7 +24,7 @@ lint: setup
 bench: setup
 	$(PYTHON) benchmarks/bench_vs_transformers.py
 
-# The default job: the whole pipeline on the small synthetic corpus, on CPU (about 25 min on 2 cores):
+# The default job: the whole pipeline on the small synthetic corpus, on CPU (about 35 min on 2 cores):
 # corpus -> self-supervised pretraining -> CTC fine-tuning -> test-set WER -> transcription of one file.
 default: transcribe
 	@echo "pretrained model : $(RUNS)/pretrain-tiny (TensorBoard: $(RUNS)/pretrain-tiny/logs)"

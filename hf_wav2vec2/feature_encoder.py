@@ -11,7 +11,6 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 from transformers.activations import ACT2FN
-from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .configuration import W2V2Config
 
@@ -45,10 +44,12 @@ class _GradMultiply(torch.autograd.Function):
         return grad * ctx.scale, None
 
 
-class ConvLayer(GradientCheckpointingLayer):
+class ConvLayer(nn.Module):
     """Conv1d -> optional norm -> activation. ``norm``: None, ``"group"`` (per-channel over time) or ``"layer"``.
 
-    Parameter names (``conv``, ``layer_norm``) follow the official checkpoints.
+    Parameter names (``conv``, ``layer_norm``) follow the official checkpoints. Not a gradient-checkpointing layer:
+    with gradients on, ``FeatureEncoder`` runs the fused ``_ActivateThenConv`` steps, which already keep only each
+    layer's conv output (what checkpointing would keep) without computing the convolution twice.
     """
 
     def __init__(self, in_dim: int, out_dim: int, kernel: int, stride: int, bias: bool, norm: str | None,
@@ -179,11 +180,12 @@ class _ActivateThenConv(torch.autograd.Function):
         with torch.no_grad():
             if len(slices) == 1:
                 return conv(prev.activate(x, valid))
-            parts = [conv(prev.activate(x[s], None if valid is None else valid[s])) for s in slices[:1]]
-            out = parts[0].new_empty((x.shape[0], *parts[0].shape[1:]))
-            out[slices[0]] = parts.pop()
-            for s in slices[1:]:
-                out[s] = conv(prev.activate(x[s], None if valid is None else valid[s]))
+            out = None
+            for s in slices:
+                y = conv(prev.activate(x[s], None if valid is None else valid[s]))
+                if out is None:
+                    out = y.new_empty((x.shape[0], *y.shape[1:]))
+                out[s] = y
             return out
 
     @staticmethod

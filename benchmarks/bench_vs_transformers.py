@@ -201,7 +201,7 @@ def run_worker(spec: dict) -> dict:
 
             def forward(x):
                 out = model(x, generator=generator)
-                return out.loss, out.contrastive_loss, out.num_masked
+                return out.loss, out.contrastive_loss_sum, out.num_masked
         else:
             from transformers.models.wav2vec2.modeling_wav2vec2 import (
                 _compute_mask_indices,

@@ -16,6 +16,8 @@ from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
 
 PRESETS = ("base", "large_lv60", "tiny")
+# Every preset (and every official checkpoint) takes 16 kHz audio; the one sampling-rate constant of the package.
+SAMPLING_RATE = 16000
 
 
 @strict
@@ -182,12 +184,11 @@ class W2V2Config(PreTrainedConfig):
 
     @property
     def receptive_field(self) -> int:
-        """Audio samples seen by one output frame (400 = 25 ms at 16 kHz for every preset)."""
-        field, jump = 1, 1
-        for kernel, stride in zip(self.conv_kernel, self.conv_stride):
-            field += (kernel - 1) * jump
-            jump *= stride
-        return field
+        """Audio samples seen by one output frame, the shortest input that gives a frame (400 = 25 ms at 16 kHz for
+        every preset)."""
+        from .feature_encoder import receptive_field  # the frame arithmetic lives in one module
+
+        return receptive_field(self.conv_kernel, self.conv_stride)
 
     def validate_architecture(self):
         """Called by ``@strict`` at construction: inconsistent settings raise with the offending values."""

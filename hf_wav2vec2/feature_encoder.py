@@ -1,7 +1,8 @@
 """The CNN feature encoder ``f: X -> Z`` (section 2), its frame arithmetic, and the projection to the model width.
 
-:func:`num_frames` is the one place where audio samples become frames: the model, the collators, the CTC input
-lengths and the pipeline all call it.
+:func:`num_frames` and :func:`receptive_field` are the one place where audio samples become frames: the model, the
+collators and the config call them; the CTC loss, the Trainer, the pipeline and dataset transcription read the
+frame counts the model returns.
 """
 
 from __future__ import annotations
@@ -24,6 +25,15 @@ def num_frames(num_samples: int | torch.Tensor, conv_kernel: Sequence[int], conv
     for kernel, stride in zip(conv_kernel, conv_stride):
         num_samples = (num_samples - kernel) // stride + 1
     return num_samples
+
+
+def receptive_field(conv_kernel: Sequence[int], conv_stride: Sequence[int]) -> int:
+    """Audio samples seen by one output frame: the shortest input for which :func:`num_frames` is 1."""
+    field, jump = 1, 1
+    for kernel, stride in zip(conv_kernel, conv_stride):
+        field += (kernel - 1) * jump
+        jump *= stride
+    return field
 
 
 def frame_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:

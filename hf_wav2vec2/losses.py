@@ -1,5 +1,6 @@
-"""The pretraining objective (section 3.2) as pure functions. Nothing here divides by the masked-frame count:
-the training loop normalises the summed loss once, by the count gathered over all processes."""
+"""The losses as pure functions: the pretraining objective (section 3.2) and CTC (section 4). Nothing here divides by
+the masked-frame count: the training loop normalises the summed pretraining loss once, by the count gathered over
+all processes."""
 
 from __future__ import annotations
 
@@ -53,10 +54,12 @@ def feature_penalty(features: torch.Tensor, valid: torch.Tensor | None = None) -
 
 @dataclass
 class PretrainingLoss:
+    """The loss and its three parts, each a sum over the masked frames."""
+
     total: torch.Tensor
-    contrastive: torch.Tensor
-    diversity: torch.Tensor
-    penalty: torch.Tensor
+    contrastive_sum: torch.Tensor
+    diversity_sum: torch.Tensor
+    feature_penalty_sum: torch.Tensor
 
 
 def pretraining_loss(
@@ -68,3 +71,15 @@ def pretraining_loss(
     n = num_masked.to(contrastive_sum.dtype)
     total = contrastive_sum + diversity_weight * diversity * n + penalty_weight * penalty * n
     return PretrainingLoss(total, contrastive_sum, diversity * n, penalty * n)
+
+
+def ctc_loss(logits: torch.Tensor, labels: torch.Tensor, frames: torch.Tensor, blank: int, reduction: str,
+             zero_infinity: bool) -> torch.Tensor:
+    """CTC over (B, T, V) logits with fp32 log-softmax. labels (B, U): entries < 0 or == blank are padding;
+    frames (B,): real frames per item. ``reduction``: "sum", or "mean" (each loss divided by its target length, then
+    averaged over the batch, transformers' semantics)."""
+    targets_mask = (labels >= 0) & (labels != blank)
+    log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # (T, B, V)
+    with torch.backends.cudnn.flags(enabled=False):  # cuDNN's CTC demands int32 lengths and targets on the CPU
+        return F.ctc_loss(log_probs, labels[targets_mask], frames.to(torch.long), targets_mask.sum(-1),
+                          blank=blank, reduction=reduction, zero_infinity=zero_infinity)

@@ -11,14 +11,20 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
 from .configuration import W2V2Config
 from .feature_encoder import ConvLayer, FeatureEncoder, FeatureProjection, frame_mask, num_frames
-from .losses import contrastive_logits, contrastive_loss, diversity_loss, feature_penalty, pretraining_loss
+from .losses import (
+    contrastive_logits,
+    contrastive_loss,
+    ctc_loss,
+    diversity_loss,
+    feature_penalty,
+    pretraining_loss,
+)
 from .masking import compute_channel_mask, compute_span_mask, sample_negatives
 from .quantizer import GumbelQuantizer
 from .transformer import Encoder, PositionalConvEmbedding
@@ -44,14 +50,17 @@ class W2V2BaseModelOutput(ModelOutput):
 
 @dataclass
 class W2V2ForPreTrainingOutput(ModelOutput):
-    """All losses are sums over the masked frames of this batch (divide by the global masked count to train).
+    """The loss and its parts are sums over the masked frames of this batch (the training loop divides them once, by
+    the masked count gathered over all processes). transformers calls the first two parts ``contrastive_loss`` and
+    ``diversity_loss`` (also sums).
 
     loss: () L_m + alpha * L_d * n + beta * penalty * n.
-    contrastive_loss: () summed InfoNCE (eq. 3).
-    diversity_loss: () (GV - prob perplexity) / GV * n.
-    feature_penalty: () mean squared conv feature * n.
-    codevector_perplexity: () soft perplexity of the averaged codebook distribution (fairseq prob_perplexity).
-    code_perplexity: () perplexity of the codes actually chosen (hard).
+    contrastive_loss_sum: () InfoNCE summed over masked frames (eq. 3).
+    diversity_loss_sum: () L_d * n, L_d = (GV - prob_perplexity) / GV (eq. 4).
+    feature_penalty_sum: () mean squared conv feature (``W2V2BaseModelOutput.feature_penalty``) * n.
+    prob_perplexity: () perplexity of the codebook softmax averaged over the masked frames, summed over groups
+        (fairseq ``prob_perplexity``; the diversity loss uses it, in training and eval alike).
+    code_perplexity: () perplexity of the codes chosen by argmax (hard).
     accuracy: () fraction of masked frames whose true quantized target scores highest.
     num_masked: () n, masked frames in this batch.
     projected_states: (N, D) ``project_hid(c_t)`` at the masked frames, in row-major (batch, time) order.
@@ -62,10 +71,10 @@ class W2V2ForPreTrainingOutput(ModelOutput):
     """
 
     loss: torch.Tensor | None = None
-    contrastive_loss: torch.Tensor | None = None
-    diversity_loss: torch.Tensor | None = None
-    feature_penalty: torch.Tensor | None = None
-    codevector_perplexity: torch.Tensor | None = None
+    contrastive_loss_sum: torch.Tensor | None = None
+    diversity_loss_sum: torch.Tensor | None = None
+    feature_penalty_sum: torch.Tensor | None = None
+    prob_perplexity: torch.Tensor | None = None
     code_perplexity: torch.Tensor | None = None
     accuracy: torch.Tensor | None = None
     num_masked: torch.Tensor | None = None
@@ -78,11 +87,13 @@ class W2V2ForPreTrainingOutput(ModelOutput):
 
 @dataclass
 class W2V2CTCOutput(ModelOutput):
-    """loss: () CTC loss (reduction per ``config.ctc_loss_reduction``); logits: (B, T, V);
-    hidden_states: as in :class:`W2V2BaseModelOutput`."""
+    """loss: () CTC loss (reduction per ``config.ctc_loss_reduction``); logits: (B, T, V); frame_lengths: (B,) long,
+    the real frames of each item (frames past them come from padding: decode them as blank); hidden_states: as in
+    :class:`W2V2BaseModelOutput`."""
 
     loss: torch.Tensor | None = None
     logits: torch.Tensor | None = None
+    frame_lengths: torch.Tensor | None = None
     hidden_states: tuple[torch.Tensor, ...] | None = None
 
 
@@ -325,8 +336,8 @@ class W2V2ForPreTraining(W2V2PreTrainedModel):
                                  out.feature_penalty, num_masked, cfg.diversity_loss_weight,
                                  cfg.feature_penalty_weight)
         return W2V2ForPreTrainingOutput(
-            loss=parts.total, contrastive_loss=parts.contrastive, diversity_loss=parts.diversity,
-            feature_penalty=parts.penalty, codevector_perplexity=quantized.prob_perplexity,
+            loss=parts.total, contrastive_loss_sum=parts.contrastive_sum, diversity_loss_sum=parts.diversity_sum,
+            feature_penalty_sum=parts.feature_penalty_sum, prob_perplexity=quantized.prob_perplexity,
             code_perplexity=quantized.code_perplexity, accuracy=correct.float() / num_masked.clamp_min(1),
             num_masked=num_masked, projected_states=context, projected_quantized_states=targets, logits=logits,
             mask_time_indices=mask, hidden_states=out.hidden_states,
@@ -362,11 +373,6 @@ class W2V2ForCTC(W2V2PreTrainedModel):
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
         self.post_init()
 
-    def freeze_base_model(self):
-        """Train only the CTC projection (the first ``freeze_finetune_updates`` updates of the recipe)."""
-        for p in self.wav2vec2.parameters():
-            p.requires_grad = False
-
     def forward(
         self,
         input_values: torch.Tensor,
@@ -382,23 +388,12 @@ class W2V2ForCTC(W2V2PreTrainedModel):
         out = self.wav2vec2(input_values, attention_mask, output_hidden_states=output_hidden_states,
                             generator=generator)
         logits = self.lm_head(self.dropout(out.last_hidden_state))  # (B, T, V)
+        b, t, _ = logits.shape
+        frames = out.frame_mask.sum(1) if out.frame_mask is not None else torch.full((b,), t, device=logits.device)
         loss = None
         if labels is not None:
             if labels.max() >= self.config.vocab_size:
                 raise ValueError(f"labels must lie below vocab_size={self.config.vocab_size}, got {int(labels.max())}")
-            b, t, _ = logits.shape
-            frames = out.frame_mask.sum(1) if out.frame_mask is not None else torch.full((b,), t)
             loss = ctc_loss(logits, labels, frames, self.config.pad_token_id, self.config.ctc_loss_reduction,
                             self.config.ctc_zero_infinity)
-        return W2V2CTCOutput(loss=loss, logits=logits, hidden_states=out.hidden_states)
-
-
-def ctc_loss(logits: torch.Tensor, labels: torch.Tensor, frames: torch.Tensor, blank: int, reduction: str,
-             zero_infinity: bool) -> torch.Tensor:
-    """CTC over (B, T, V) logits with fp32 log-softmax. labels (B, U): entries < 0 or == blank are padding.
-    ``reduction``: "sum", or "mean" (each loss divided by its target length, then averaged over the batch)."""
-    targets_mask = (labels >= 0) & (labels != blank)
-    log_probs = F.log_softmax(logits.float(), dim=-1).transpose(0, 1)  # (T, B, V)
-    with torch.backends.cudnn.flags(enabled=False):  # cuDNN's CTC demands int32 lengths and targets on the CPU
-        return F.ctc_loss(log_probs, labels[targets_mask], frames.to(torch.long), targets_mask.sum(-1),
-                          blank=blank, reduction=reduction, zero_infinity=zero_infinity)
+        return W2V2CTCOutput(loss=loss, logits=logits, frame_lengths=frames, hidden_states=out.hidden_states)

@@ -151,10 +151,10 @@ def test_pretraining_loss_is_the_weighted_sum_of_its_parts():
     model = W2V2ForPreTraining(tiny_config(feature_penalty_weight=10.0, diversity_loss_weight=0.1)).train()
     out = model(torch.randn(2, 8000), generator=torch.Generator().manual_seed(0))
     n = out.num_masked
-    assert torch.isclose(out.loss, out.contrastive_loss + 0.1 * out.diversity_loss + 10 * out.feature_penalty)
+    assert torch.isclose(out.loss, out.contrastive_loss_sum + 0.1 * out.diversity_loss_sum + 10 * out.feature_penalty_sum)
     gv = 16
-    assert torch.isclose(out.diversity_loss, (gv - out.codevector_perplexity) / gv * n)
-    assert 0 <= out.accuracy <= 1 and 1 <= out.code_perplexity <= gv and 1 <= out.codevector_perplexity <= gv
+    assert torch.isclose(out.diversity_loss_sum, (gv - out.prob_perplexity) / gv * n)
+    assert 0 <= out.accuracy <= 1 and 1 <= out.code_perplexity <= gv and 1 <= out.prob_perplexity <= gv
     assert out.logits.shape == (n, 11) and out.logits.dtype == torch.float32
 
 
@@ -279,13 +279,18 @@ def test_bf16_autocast_end_to_end():
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
 
 
-def test_freeze_feature_encoder_and_base_model():
+def test_freeze_feature_encoder_and_finetune_stages():
+    from hf_wav2vec2.training.finetune import set_finetune_stage
+
     model = W2V2ForCTC(tiny_config())
     model.freeze_feature_encoder()
     assert not any(p.requires_grad for p in model.wav2vec2.feature_extractor.parameters())
     assert all(p.requires_grad for p in model.wav2vec2.encoder.parameters())
-    model.freeze_base_model()
+    set_finetune_stage(model, frozen=True)
     assert [n for n, p in model.named_parameters() if p.requires_grad] == ["lm_head.weight", "lm_head.bias"]
+    set_finetune_stage(model, frozen=False)
+    assert not any(p.requires_grad for p in model.wav2vec2.feature_extractor.parameters())
+    assert all(p.requires_grad for p in model.wav2vec2.encoder.parameters())
 
 
 def test_layerdrop_skips_layers_in_training_only():

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+from ..configuration import SAMPLING_RATE
 from .schedules import gumbel_temperature
 
-SAMPLE_RATE = 16000
 
 
 @dataclass
@@ -53,7 +53,7 @@ def pretraining_update(accelerator, model, optimizer, scheduler, batches, state:
     params = [p for p in model.parameters() if p.requires_grad]
     device = accelerator.device
     keys = ("loss", "contrastive_loss", "diversity_loss", "feature_penalty", "num_masked", "correct",
-            "codevector_perplexity", "code_perplexity", "frames", "audio_s", "micro_batches")
+            "prob_perplexity", "code_perplexity", "frames", "audio_s", "micro_batches")
     sums = dict.fromkeys(keys, 0.0)
 
     # 1. forward + backward of each micro-batch; DDP syncs gradients on the last one only
@@ -70,15 +70,15 @@ def pretraining_update(accelerator, model, optimizer, scheduler, batches, state:
             accelerator.backward(out.loss)
         n = out.num_masked.item()
         sums["loss"] += out.loss.item()
-        sums["contrastive_loss"] += out.contrastive_loss.item()
-        sums["diversity_loss"] += out.diversity_loss.item()
-        sums["feature_penalty"] += out.feature_penalty.item()
+        sums["contrastive_loss"] += out.contrastive_loss_sum.item()
+        sums["diversity_loss"] += out.diversity_loss_sum.item()
+        sums["feature_penalty"] += out.feature_penalty_sum.item()
         sums["num_masked"] += n
         sums["correct"] += out.accuracy.item() * n
-        sums["codevector_perplexity"] += out.codevector_perplexity.item()
+        sums["prob_perplexity"] += out.prob_perplexity.item()
         sums["code_perplexity"] += out.code_perplexity.item()
         sums["frames"] += out.mask_time_indices.numel()
-        sums["audio_s"] += batch["attention_mask"].sum().item() / SAMPLE_RATE
+        sums["audio_s"] += batch["attention_mask"].sum().item() / SAMPLING_RATE
         sums["micro_batches"] += 1
 
     # 2. gather the sums of all processes; normalise the gradient by the global masked count
@@ -109,7 +109,7 @@ def pretraining_update(accelerator, model, optimizer, scheduler, batches, state:
         "diversity_loss": totals["diversity_loss"] / n_total,
         "feature_penalty": totals["feature_penalty"] / n_total,
         "accuracy": totals["correct"] / n_total,
-        "prob_perplexity": totals["codevector_perplexity"] / micro,
+        "prob_perplexity": totals["prob_perplexity"] / micro,
         "code_perplexity": totals["code_perplexity"] / micro,
         "masked_fraction": totals["num_masked"] / max(totals["frames"], 1.0),
         "temperature": unwrapped.quantizer.temperature,
@@ -136,7 +136,7 @@ def validate(accelerator, model, dataloader, *, seed: int = 0) -> dict:
         with accelerator.autocast():
             out = model(**batch, generator=generator)
         n = out.num_masked.double()
-        sums += torch.stack([out.contrastive_loss.double(), out.accuracy.double() * n, n])
+        sums += torch.stack([out.contrastive_loss_sum.double(), out.accuracy.double() * n, n])
     sums = accelerator.reduce(sums, "sum")
     model.train()
     n = max(sums[2].item(), 1.0)

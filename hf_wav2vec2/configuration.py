@@ -24,82 +24,109 @@ SAMPLING_RATE = 16000
 class W2V2Config(PreTrainedConfig):
     r"""Configuration of wav2vec 2.0. Defaults are the paper's BASE model as pretrained on LibriSpeech 960 h.
 
-    Each entry: meaning; paper symbol; fairseq name; BASE / LARGE-LV60 value.
+    Each entry: meaning; paper symbol; fairseq name; BASE and LARGE-LV60 values (``W2V2Config.base()`` and
+    ``W2V2Config.large_lv60()``; a test checks that these values equal the presets).
 
     **Feature encoder** (the CNN ``f: X -> Z``)
 
-    - ``conv_dim``: output channels of each conv layer; fairseq ``conv_feature_layers``; ``(512,)*7`` / same.
-    - ``conv_kernel``: kernel width of each layer; ``conv_feature_layers``; ``(10,3,3,3,3,2,2)`` / same.
-    - ``conv_stride``: stride of each layer; ``conv_feature_layers``; ``(5,2,2,2,2,2,2)`` / same (20 ms, 25 ms field).
-    - ``conv_bias``: conv layers have a bias; ``conv_bias``; False / True.
+    - ``conv_dim``: output channels of each conv layer; fairseq ``conv_feature_layers``;
+      BASE ``(512, 512, 512, 512, 512, 512, 512)``, LARGE ``(512, 512, 512, 512, 512, 512, 512)``.
+    - ``conv_kernel``: kernel width of each layer; ``conv_feature_layers``;
+      BASE ``(10, 3, 3, 3, 3, 2, 2)``, LARGE ``(10, 3, 3, 3, 3, 2, 2)`` (a 25 ms receptive field).
+    - ``conv_stride``: stride of each layer; ``conv_feature_layers``;
+      BASE ``(5, 2, 2, 2, 2, 2, 2)``, LARGE ``(5, 2, 2, 2, 2, 2, 2)`` (20 ms per frame).
+    - ``conv_bias``: conv layers have a bias; ``conv_bias``; BASE ``False``, LARGE ``True``.
     - ``feat_extract_norm``: ``"group"`` (group norm on the first layer only) or ``"layer"`` (layer norm on every
-      layer); ``extractor_mode`` default / layer_norm; group / layer.
-    - ``feat_extract_activation``: activation of the conv layers; GELU in the paper; ``"gelu"``.
+      layer); ``extractor_mode`` default / layer_norm; BASE ``"group"``, LARGE ``"layer"``.
+    - ``feat_extract_activation``: activation of the conv layers; GELU in the paper; BASE ``"gelu"``,
+      LARGE ``"gelu"``.
     - ``feature_grad_mult``: scale of the gradient flowing into the conv encoder (0 freezes it);
-      ``feature_grad_mult``; 0.1 / 1.0.
+      ``feature_grad_mult``; BASE ``0.1``, LARGE ``1.0``.
 
     **Feature projection and masking** (section 3.1)
 
-    - ``feat_proj_dropout``: dropout after the projection of ``z`` to the model width; ``dropout_input``; 0.1 / 0.0.
-    - ``mask_time_prob``: probability ``p`` that a frame starts a masked span; ``mask_prob``; 0.65 / 0.65
-      (fine-tuning: 0.075-0.65 depending on the labelled set).
-    - ``mask_time_length``: span length ``M``; ``mask_length``; 10 / 10.
-    - ``mask_time_min_masks``: at least this many spans per utterance; ``mask_min_masks``-like; 2 / 2.
-    - ``require_same_masks``: every utterance of a batch ends with the same masked count (so masked frames reshape
-      to ``(B, n, C)``); ``require_same_masks``; True / True.
-    - ``mask_feature_prob``: channel-mask probability (fine-tuning only); ``mask_channel_prob``; 0.0 in
-      pretraining, 0.25-0.5 in fine-tuning.
-    - ``mask_feature_length``: channel span length; ``mask_channel_length``; 10 / 10 (64 in fine-tuning).
-    - ``mask_feature_min_masks``: at least this many channel spans; 0 / 0.
-    - ``apply_spec_augment``: master switch for both maskings (transformers' name); True.
+    - ``feat_proj_dropout``: dropout after the projection of ``z`` to the model width; ``dropout_input``;
+      BASE ``0.1``, LARGE ``0.0``.
+    - ``mask_time_prob``: probability ``p`` that a frame starts a masked span; ``mask_prob``; BASE ``0.65``,
+      LARGE ``0.65`` (fine-tuning: 0.075-0.65 depending on the labelled set).
+    - ``mask_time_length``: span length ``M``; ``mask_length``; BASE ``10``, LARGE ``10``.
+    - ``mask_time_min_masks``: at least this many spans per utterance; ``mask_min_masks``-like; BASE ``2``,
+      LARGE ``2``.
+    - ``require_same_masks``: in pretraining, every utterance of a batch ends with the same masked count (so
+      masked frames reshape to ``(B, n, C)``); fine-tuning masks (``W2V2Model`` in training) are drawn per
+      utterance without it; ``require_same_masks``; BASE ``True``, LARGE ``True``.
+    - ``mask_feature_prob``: channel-mask probability, applied by ``W2V2Model`` in training (fine-tuning);
+      ``mask_channel_prob``; BASE ``0.0``, LARGE ``0.0`` (fine-tuning: 0.25-0.5).
+    - ``mask_feature_length``: channel span length; ``mask_channel_length``; BASE ``10``, LARGE ``10`` (fine-tuning:
+      64).
+    - ``mask_feature_min_masks``: at least this many channel spans; BASE ``0``, LARGE ``0``.
+    - ``apply_spec_augment``: switches on the time and channel masking that ``W2V2Model`` draws by itself in
+      training (fine-tuning; transformers' name). ``W2V2ForPreTraining`` always masks: the contrastive task needs
+      masked frames; BASE ``True``, LARGE ``True``.
 
     **Context network** (Transformer ``g: Z -> C``)
 
-    - ``hidden_size``: model width; ``encoder_embed_dim``; 768 / 1024.
-    - ``num_hidden_layers``: blocks; ``encoder_layers``; 12 / 24.
-    - ``num_attention_heads``: heads; ``encoder_attention_heads``; 12 / 16.
-    - ``intermediate_size``: feed-forward width; ``encoder_ffn_embed_dim``; 3072 / 4096.
-    - ``hidden_act``: feed-forward activation; ``activation_fn``; ``"gelu"``.
-    - ``do_stable_layer_norm``: pre-LN blocks (LARGE-LV60) instead of post-LN (BASE); ``layer_norm_first``.
-    - ``num_conv_pos_embeddings``: kernel of the convolutional relative positional embedding; ``conv_pos``; 128.
-    - ``num_conv_pos_embedding_groups``: its groups; ``conv_pos_groups``; 16.
-    - ``hidden_dropout``: dropout on residual branches; ``dropout``; 0.1 / 0.0.
-    - ``attention_dropout``: dropout on attention weights; ``attention_dropout``; 0.1 / 0.0.
-    - ``activation_dropout``: dropout inside the feed-forward; ``activation_dropout``; 0.0 / 0.0.
-    - ``layerdrop``: probability of skipping a block in training; ``encoder_layerdrop``; 0.05 / 0.0
-      (fine-tuning: 0.05-0.1).
-    - ``layer_norm_eps``: epsilon of every LayerNorm; 1e-5.
-    - ``initializer_range``: std of the normal init of linear layers; 0.02 (BERT init, as fairseq).
+    - ``hidden_size``: model width; ``encoder_embed_dim``; BASE ``768``, LARGE ``1024``.
+    - ``num_hidden_layers``: blocks; ``encoder_layers``; BASE ``12``, LARGE ``24``.
+    - ``num_attention_heads``: heads; ``encoder_attention_heads``; BASE ``12``, LARGE ``16``.
+    - ``intermediate_size``: feed-forward width; ``encoder_ffn_embed_dim``; BASE ``3072``, LARGE ``4096``.
+    - ``hidden_act``: feed-forward activation; ``activation_fn``; BASE ``"gelu"``, LARGE ``"gelu"``.
+    - ``do_stable_layer_norm``: pre-LN blocks instead of post-LN; ``layer_norm_first``; BASE ``False``,
+      LARGE ``True``.
+    - ``num_conv_pos_embeddings``: kernel of the convolutional relative positional embedding; ``conv_pos``;
+      BASE ``128``, LARGE ``128``.
+    - ``num_conv_pos_embedding_groups``: its groups; ``conv_pos_groups``; BASE ``16``, LARGE ``16``.
+    - ``hidden_dropout``: dropout on residual branches; ``dropout``; BASE ``0.1``, LARGE ``0.0``.
+    - ``attention_dropout``: dropout on attention weights; ``attention_dropout``; BASE ``0.1``, LARGE ``0.0``.
+    - ``activation_dropout``: dropout inside the feed-forward; ``activation_dropout``; BASE ``0.0``, LARGE ``0.0``.
+    - ``layerdrop``: probability of skipping a block in training; ``encoder_layerdrop``; BASE ``0.05``,
+      LARGE ``0.0`` (fine-tuning: 0.05-0.1).
+    - ``layer_norm_eps``: epsilon of every LayerNorm and GroupNorm, conv encoder included; BASE ``1e-05``,
+      LARGE ``1e-05``.
+    - ``initializer_range``: std of the normal init of the Transformer's linear layers (BERT init, as fairseq);
+      BASE ``0.02``, LARGE ``0.02``.
 
     **Quantization module** (section 2, Gumbel product quantizer)
 
-    - ``num_codevector_groups``: ``G``; ``latent_groups``; 2 / 2.
-    - ``num_codevectors_per_group``: ``V``; ``latent_vars``; 320 / 320.
+    - ``num_codevector_groups``: ``G``; ``latent_groups``; BASE ``2``, LARGE ``2``.
+    - ``num_codevectors_per_group``: ``V``; ``latent_vars``; BASE ``320``, LARGE ``320``.
     - ``codevector_dim``: width of a quantized vector (G concatenated codewords); ``latent_dim`` or ``final_dim``;
-      256 / 768.
+      BASE ``256``, LARGE ``768``.
     - ``feat_quantizer_dropout``: dropout on the unmasked features fed to the quantizer; ``dropout_features``;
-      0.1 / 0.0.
-    - ``gumbel_temperature_start`` / ``gumbel_temperature_end`` / ``gumbel_temperature_decay``: ``tau`` annealed as
-      ``max(start * decay**step, end)``; ``latent_temp``; (2, 0.5, 0.999995) / (2, 0.1, 0.999995).
+      BASE ``0.1``, LARGE ``0.0``.
+    - ``gumbel_temperature_start``: ``tau`` at update 0, annealed as ``max(start * decay**step, end)``;
+      ``latent_temp[0]``; BASE ``2.0``, LARGE ``2.0``.
+    - ``gumbel_temperature_end``: the floor of ``tau``; ``latent_temp[1]``; BASE ``0.5``, LARGE ``0.1``.
+    - ``gumbel_temperature_decay``: factor per update; ``latent_temp[2]``; BASE ``0.999995``, LARGE ``0.999995``.
 
     **Objective** (section 3.2)
 
-    - ``proj_codevector_dim``: width of the space where ``c_t`` and ``q_t`` are compared; ``final_dim``; 256 / 768.
-    - ``num_negatives``: distractors ``K``; ``num_negatives``; 100 / 100.
-    - ``contrastive_logits_temperature``: ``kappa``; ``logit_temp``; 0.1 / 0.1.
-    - ``diversity_loss_weight``: ``alpha``; ``loss_weights[0]``; 0.1 / 0.1.
-    - ``feature_penalty_weight``: weight of the L2 penalty on the conv features; ``loss_weights[1]``; 10 / 0.
+    - ``proj_codevector_dim``: width of the space where ``c_t`` and ``q_t`` are compared; ``final_dim``;
+      BASE ``256``, LARGE ``768``.
+    - ``num_negatives``: distractors ``K``; ``num_negatives``; BASE ``100``, LARGE ``100``.
+    - ``contrastive_logits_temperature``: ``kappa``; ``logit_temp``; BASE ``0.1``, LARGE ``0.1``.
+    - ``diversity_loss_weight``: ``alpha``; ``loss_weights[0]``; BASE ``0.1``, LARGE ``0.1``.
+    - ``feature_penalty_weight``: weight of the L2 penalty on the conv features; ``loss_weights[1]``;
+      BASE ``10.0``, LARGE ``0.0``.
 
     **CTC fine-tuning** (section 4)
 
-    - ``vocab_size``: output tokens including the blank; 32 for the LibriSpeech letter vocabulary.
-    - ``final_dropout``: dropout before the CTC projection; ``final_dropout``; 0.0-0.1.
-    - ``ctc_loss_reduction``: ``"sum"`` or ``"mean"`` (transformers' semantics); ``"sum"``.
-    - ``ctc_zero_infinity``: zero infeasible CTC losses and their gradients; ``zero_infinity``; True.
-    - ``freeze_finetune_updates``: updates during which only the CTC projection trains;
-      ``freeze_finetune_updates``; 10000 for the 10 min - 10 h sets, 0 for 100 h / 960 h. Read by the trainer
-      callback in ``hf_wav2vec2.training``.
-    - ``pad_token_id``: id of the CTC blank, which is also the padding token; 0.
+    - ``vocab_size``: output tokens including the blank (the LibriSpeech letter vocabulary has 32); set from the
+      tokenizer when fine-tuning; BASE ``32``, LARGE ``32``.
+    - ``final_dropout``: dropout before the CTC projection; ``final_dropout``; BASE ``0.1``, LARGE ``0.1``
+      (fine-tuning recipes: 0.0).
+    - ``ctc_loss_reduction``: ``"sum"`` or ``"mean"`` (transformers' semantics); BASE ``"sum"``, LARGE ``"sum"``.
+    - ``ctc_zero_infinity``: zero infeasible CTC losses and their gradients; ``zero_infinity``; BASE ``True``,
+      LARGE ``True``.
+    - ``freeze_finetune_updates``: updates during which only the CTC projection trains, read by
+      ``hf_wav2vec2.training.finetune.FreezeFinetuneCallback``; ``freeze_finetune_updates``; BASE ``0``,
+      LARGE ``0`` (10000 for the 10 min - 10 h sets).
+    - ``pad_token_id``: id of the CTC blank, which is also the padding token; BASE ``0``, LARGE ``0``.
+
+    **Metadata** (read by nothing in this package; kept because official ``config.json`` files carry them)
+
+    - ``bos_token_id``, ``eos_token_id``: CTC has neither; default None, so that they cannot collide with
+      vocabulary ids; BASE ``None``, LARGE ``None``.
     """
 
     model_type = "w2v2"
@@ -158,8 +185,9 @@ class W2V2Config(PreTrainedConfig):
     ctc_zero_infinity: bool = True
     freeze_finetune_updates: int = 0
     pad_token_id: int | None = 0
-    bos_token_id: int | None = 1
-    eos_token_id: int | None = 2
+    # Metadata
+    bos_token_id: int | None = None
+    eos_token_id: int | None = None
 
     def __post_init__(self, **kwargs):
         # Official configs store `torch.float32`-style dtypes and fields of heads we do not build (tdnn_*, adapters,

@@ -213,6 +213,15 @@ class W2V2Model(W2V2PreTrainedModel):
                 lengths = None  # nothing padded: take the unmasked fast paths
         return lengths
 
+    def sample_time_mask(self, frame_lengths: torch.Tensor, num_frames: int, generator: torch.Generator | None = None,
+                         require_same_masks: bool = False) -> torch.Tensor:
+        """(B, num_frames) bool time mask with the config's ``p``, ``M`` and minimum span count, for (B,) real frame
+        counts: the one place both fine-tuning (here, per utterance) and pretraining (``W2V2ForPreTraining``, with
+        ``config.require_same_masks``) sample it."""
+        cfg = self.config
+        return compute_span_mask(frame_lengths, num_frames, cfg.mask_time_prob, cfg.mask_time_length,
+                                 cfg.mask_time_min_masks, require_same_masks=require_same_masks, generator=generator)
+
     def forward(
         self,
         input_values: torch.Tensor,
@@ -221,10 +230,11 @@ class W2V2Model(W2V2PreTrainedModel):
         output_hidden_states: bool | None = None,
         generator: torch.Generator | None = None,
         return_dict: bool | None = None,
-        **kwargs,
     ) -> W2V2BaseModelOutput:
         """input_values: (B, L) 16 kHz audio; attention_mask: (B, L) 1 on real samples; mask_time_indices: (B, T)
-        bool frames to replace by the mask embedding (sampled in training from the config when None)."""
+        bool frames to replace by the mask embedding (sampled in training from the config when None); generator:
+        draws the masks. ``return_dict`` is accepted for transformers' callers: the output is always a
+        ``ModelOutput``, which also indexes like a tuple. Unknown keyword arguments raise a TypeError."""
         # 1. raw audio -> latent speech representations z (B, T, C)
         lengths = self._check_inputs(input_values, attention_mask)
         features = self.feature_extractor(input_values, lengths).transpose(1, 2)  # (B, T, C)
@@ -239,10 +249,7 @@ class W2V2Model(W2V2PreTrainedModel):
         if mask_time_indices is None and self.training and self.config.apply_spec_augment \
                 and self.config.mask_time_prob > 0:
             frame_lengths = valid.sum(1) if valid is not None else torch.full((batch,), t, device=hidden.device)
-            mask_time_indices = compute_span_mask(
-                frame_lengths, t, self.config.mask_time_prob, self.config.mask_time_length,
-                self.config.mask_time_min_masks, require_same_masks=False, generator=generator,
-            ).to(hidden.device)
+            mask_time_indices = self.sample_time_mask(frame_lengths, t, generator).to(hidden.device)
         if mask_time_indices is not None:
             if self.masked_spec_embed is None:
                 raise ValueError("mask_time_indices given, but this model has no mask embedding (its config has "
@@ -289,7 +296,6 @@ class W2V2ForPreTraining(W2V2PreTrainedModel):
         output_hidden_states: bool | None = None,
         generator: torch.Generator | None = None,
         return_dict: bool | None = None,
-        **kwargs,
     ) -> W2V2ForPreTrainingOutput:
         """input_values: (B, L); attention_mask: (B, L); mask_time_indices: (B, T) bool, sampled when None;
         sampled_negative_indices: (B, T, K) long frame indices within the same utterance, sampled when None (only
@@ -301,10 +307,7 @@ class W2V2ForPreTraining(W2V2PreTrainedModel):
             t = int(self.num_frames(input_values.shape[-1]))
             frame_lengths = self.num_frames(attention_mask.long().sum(-1)) if attention_mask is not None \
                 else torch.full((input_values.shape[0],), t, device=input_values.device)
-            mask_time_indices = compute_span_mask(
-                frame_lengths, t, cfg.mask_time_prob, cfg.mask_time_length, cfg.mask_time_min_masks,
-                require_same_masks=cfg.require_same_masks, generator=generator,
-            )
+            mask_time_indices = base.sample_time_mask(frame_lengths, t, generator, cfg.require_same_masks)
         mask = mask_time_indices.to(device=input_values.device, dtype=torch.bool)
 
         # 2. context network over the masked input: c (B, T, H)
@@ -381,7 +384,6 @@ class W2V2ForCTC(W2V2PreTrainedModel):
         output_hidden_states: bool | None = None,
         generator: torch.Generator | None = None,
         return_dict: bool | None = None,
-        **kwargs,
     ) -> W2V2CTCOutput:
         """input_values: (B, L); attention_mask: (B, L); labels: (B, U) token ids padded with -100 (or the blank
         id, as transformers' collators may pad)."""

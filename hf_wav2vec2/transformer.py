@@ -11,6 +11,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .configuration import W2V2Config
+from .ops import activate_then_linear, dropout_attention
 
 
 class PositionalConvEmbedding(nn.Module):
@@ -50,60 +51,13 @@ class Attention(nn.Module):
         bias = torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias])
         qkv = F.linear(x, weight, bias).view(b, t, 3, self.num_heads, h // self.num_heads)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, heads, T, head_dim)
-        dropout = self.dropout if self.training else 0.0
-        if dropout > 0 and q.device.type == "cpu" and torch.is_grad_enabled():
-            # torch's CPU flash kernel has no dropout; its fallback keeps three (B, heads, T, T) tensors per layer.
-            y = _DropoutAttention.apply(q, k, v, key_mask, dropout)
-        else:
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout)
+        y = dropout_attention(q, k, v, key_mask, self.dropout if self.training else 0.0)  # (B, heads, T, head_dim)
         return self.out_proj(y.transpose(1, 2).reshape(b, t, h))  # (B, T, H)
 
 
-class _DropoutAttention(torch.autograd.Function):
-    """Attention with dropout on the probabilities, ``dropout(softmax(q k^T / sqrt(d) + mask)) v``, that keeps q, k,
-    v, the output, the rows' log-sum-exp and the dropout mask as bool for the backward pass, which recomputes the
-    probabilities (the flash-attention scheme, unblocked). BASE, 2 x 8 s: 4 MiB per layer instead of the math
-    fallback's 44 MiB (three fp32 (B, heads, T, T) tensors). Scores and softmax in fp32 whatever the input dtype.
-
-    q, k, v: (B, heads, T, d); key_mask: (B, 1, 1, T) bool (True: may be attended) or None.
-    """
-
-    @staticmethod
-    def _probabilities(q, k, key_mask, lse=None):
-        dtype = torch.promote_types(q.dtype, torch.float32)
-        scores = torch.matmul(q, k.transpose(-2, -1)).to(dtype).mul_(q.shape[-1] ** -0.5)  # (B, heads, T, T)
-        if key_mask is not None:
-            scores.masked_fill_(~key_mask, float("-inf"))
-        if lse is None:
-            lse = torch.logsumexp(scores, dim=-1, keepdim=True)
-        return scores.sub_(lse).exp_(), lse
-
-    @staticmethod
-    def forward(ctx, q, k, v, key_mask, p):
-        probs, lse = _DropoutAttention._probabilities(q, k, key_mask)
-        keep = torch.empty(probs.shape, dtype=torch.bool, device=q.device).bernoulli_(1 - p)  # global RNG
-        out = torch.matmul(probs.mul_(keep).mul_(1 / (1 - p)).to(v.dtype), v)
-        ctx.p = p
-        ctx.save_for_backward(q, k, v, key_mask, lse, out, keep)
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        q, k, v, key_mask, lse, out, keep = ctx.saved_tensors
-        scale = 1 / (1 - ctx.p)
-        probs, _ = _DropoutAttention._probabilities(q, k, key_mask, lse)  # P, fp32
-        grad_out = grad_out.to(v.dtype)
-        grad_v = torch.matmul((probs * keep).mul_(scale).to(v.dtype).transpose(-2, -1), grad_out)
-        grad_probs = torch.matmul(grad_out, v.transpose(-2, -1)).to(probs.dtype).mul_(keep).mul_(scale)  # dL/dP
-        # softmax backward: dS = P * (dP - sum_j P_j dP_j), and sum_j P_j dP_j = <dO, O> row by row
-        row = (grad_out.to(probs.dtype) * out.to(probs.dtype)).sum(-1, keepdim=True)
-        grad_scores = probs.mul_(grad_probs.sub_(row)).mul_(q.shape[-1] ** -0.5).to(q.dtype)
-        grad_q = torch.matmul(grad_scores, k)
-        grad_k = torch.matmul(grad_scores.transpose(-2, -1), q)
-        return grad_q, grad_k, grad_v, None, None
-
-
 class FeedForward(nn.Module):
+    """Linear -> activation -> dropout -> linear -> dropout. (B, T, H) -> same. Names match the official checkpoints."""
+
     def __init__(self, hidden_size: int, intermediate_size: int, activation: str, activation_dropout: float,
                  hidden_dropout: float):
         super().__init__()
@@ -114,48 +68,10 @@ class FeedForward(nn.Module):
         self.output_dropout = nn.Dropout(hidden_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.intermediate_dense(x)
-        if torch.is_grad_enabled() and not (self.training and self.intermediate_dropout.p > 0):
-            # Keeps the activation's input only (not also its output) for the backward pass.
-            x = _ActivateThenLinear.apply(x, self.intermediate_act_fn, self.output_dense.weight,
-                                          self.output_dense.bias)
-        else:
-            x = self.output_dense(self.intermediate_dropout(self.intermediate_act_fn(x)))
+        x = self.intermediate_dense(x)  # (B, T, intermediate_size)
+        dropout = self.intermediate_dropout.p if self.training else 0.0
+        x = activate_then_linear(x, self.intermediate_act_fn, self.output_dense, dropout)  # (B, T, H)
         return self.output_dropout(x)
-
-
-class _ActivateThenLinear(torch.autograd.Function):
-    """``linear(act(x))`` that saves only ``x`` and recomputes the (elementwise) activation in the backward pass:
-    one (B, T, intermediate_size) tensor per layer instead of two (BASE, 2 x 8 s: 9 MiB less per layer)."""
-
-    @staticmethod
-    def forward(ctx, x, activation, weight, bias):
-        device_type = x.device.type
-        ctx.autocast = (torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
-        ctx.activation = activation
-        ctx.save_for_backward(x, weight)
-        ctx.has_bias = bias is not None
-        with torch.no_grad():
-            return F.linear(activation(x), weight, bias)
-
-    @staticmethod
-    def backward(ctx, grad_y):
-        x, weight = ctx.saved_tensors
-        need_x, _, need_w, need_b = ctx.needs_input_grad
-        enabled, dtype = ctx.autocast
-        with torch.enable_grad(), torch.autocast(x.device.type, dtype=dtype, enabled=enabled):
-            x_in = x.detach().requires_grad_(need_x)
-            h = ctx.activation(x_in)
-        # The forward linear ran on h and the weight cast to the output's dtype (autocast) or as they were.
-        w = weight.to(grad_y.dtype)
-        grad_x = grad_w = grad_b = None
-        if need_w:
-            grad_w = (grad_y.flatten(0, -2).T @ h.detach().to(grad_y.dtype).flatten(0, -2)).to(weight.dtype)
-        if need_b and ctx.has_bias:
-            grad_b = grad_y.flatten(0, -2).sum(0).to(weight.dtype)
-        if need_x:
-            (grad_x,) = torch.autograd.grad(h, x_in, (grad_y @ w).to(h.dtype))
-        return grad_x, None, grad_w, grad_b
 
 
 class EncoderLayer(GradientCheckpointingLayer):

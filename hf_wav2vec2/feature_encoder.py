@@ -43,10 +43,11 @@ def frame_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
 
 
 class ConvLayer(nn.Module):
-    """Conv1d -> optional norm -> activation. ``norm``: None, ``"group"`` (per-channel over time) or ``"layer"``.
+    """Conv1d -> optional norm -> activation, as ``activate(conv(x))``. ``norm``: None, ``"group"`` (per-channel over
+    time) or ``"layer"``.
 
     Parameter names (``conv``, ``layer_norm``) follow the official checkpoints. ``FeatureEncoder`` calls ``conv`` and
-    ``activate`` separately, so that ``ops.activate_then_conv`` can fuse one layer's activation with the next
+    ``activate`` separately (the module has no ``forward``), so that ``ops.activate_then_conv`` can fuse one layer's activation with the next
     layer's convolution (what gradient checkpointing would keep, without computing the convolution twice).
     """
 
@@ -62,13 +63,10 @@ class ConvLayer(nn.Module):
             self.layer_norm = nn.LayerNorm(out_dim, eps=eps)
         self.activation = ACT2FN[activation]
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        """x: (B, C_in, L) -> (B, C_out, L'). ``valid``: (B, L') bool frames computed from real samples only; used by
-        the group norm so that padding does not change its statistics."""
-        return self.activate(self.conv(x), valid)
-
     def activate(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        """What follows the convolution: norm, then activation. (B, C, L') -> same."""
+        """What follows the convolution: norm, then activation. (B, C, L') -> same. ``valid``: (B, L') bool frames
+        computed from real samples only; the group norm takes its statistics over them, so that padding does not
+        change them."""
         if self.norm == "group":
             x = self._group_norm(x, valid)
         elif self.norm == "layer":

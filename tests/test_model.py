@@ -93,6 +93,8 @@ def test_bad_input_raises_clear_errors():
         model(torch.randn(2, 1000), attention_mask=mask)
     with pytest.raises(ValueError, match="vocab_size"):
         model(torch.randn(1, 1000), labels=torch.tensor([[1, 99]]))
+    with pytest.raises(TypeError):
+        W2V2ForCTC(tiny_config())(torch.randn(1, 4000), labelz=torch.tensor([[1]]))  # a misspelt argument
 
 
 def test_inconsistent_config_raises():

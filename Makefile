@@ -33,7 +33,7 @@ default: transcribe
 
 corpus: $(CORPUS)/LibriSpeech/corpus.json
 $(CORPUS)/LibriSpeech/corpus.json: | setup
-	$(PYTHON) -m hf_wav2vec2.data.synth --output_dir $(CORPUS)
+	$(PYTHON) -m hf_wav2vec2.corpus --output_dir $(CORPUS)
 
 pretrain: setup corpus
 	$(PYTHON) train_pretrain.py --dataset $(CORPUS)/LibriSpeech --split train-clean --dev_split dev-clean \

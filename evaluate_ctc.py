@@ -34,7 +34,8 @@ from transformers import AutoModelForCTC, AutoProcessor, HfArgumentParser
 
 import hf_wav2vec2  # noqa: F401  (registers model_type "w2v2" with the Auto classes)
 from hf_wav2vec2.data import load_speech_dataset, normalize_transcript
-from hf_wav2vec2.decoding import KenLMBeamSearchDecoder, error_rates, greedy_decode, transcribe_dataset
+from hf_wav2vec2.decoding import KenLMBeamSearchDecoder, greedy_decode
+from hf_wav2vec2.evaluation import error_rates, transcribe_dataset
 
 logger = logging.getLogger("evaluate_ctc")
 
@@ -86,7 +87,7 @@ def main(argv: list[str] | None = None) -> dict:
     vocab_size = model.config.vocab_size
 
     # 3. decoders: greedy, and beam search with the LM when given
-    decoders = {"greedy": lambda logits, lengths: greedy_decode(logits, processor.tokenizer, lengths)}
+    decoders = {"greedy": lambda logits, lengths: greedy_decode(logits.argmax(-1), processor.tokenizer, lengths)}
     if args.kenlm is not None:
         decoders["lm"] = KenLMBeamSearchDecoder.from_tokenizer(
             processor.tokenizer, args.kenlm, vocab_size=vocab_size, lexicon=args.lexicon,

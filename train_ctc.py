@@ -22,7 +22,8 @@ labelled data; any option given on the command line wins. ``10m``/``1h``/``10h``
 BASE fine-tuning configs (examples/wav2vec/config/finetuning/base_*.yaml): they assume 8 batches of
 ``max_tokens`` per update (processes x gradient_accumulation_steps = 8); LARGE used other peak LRs (e.g. 1e-4 on
 10 h) and ``--mask_time_prob 0.75``. ``tiny`` is for the tiny preset on the synthetic default corpus on CPU.
-``auto`` picks ``tiny`` for models narrower than BASE, else by the hours of training audio.
+``auto`` picks ``tiny`` for models narrower than BASE, else by the hours of training audio. The recipes are
+``hf_wav2vec2.training.recipes.FINETUNING_RECIPES``.
 
 Always, as in the paper: conv feature encoder frozen; only the CTC head trains for the first
 ``freeze_finetune_updates``; time masking (span 10) and channel masking (span 64); LayerDrop; tri-stage LR (10%
@@ -36,6 +37,9 @@ The output folder ends as a complete Hub folder (``hf_wav2vec2.hub.save_hub_fold
 tokenizer_config.json, processor_config.json), a model card (README.md: WER/CER and the recipe) and
 eval_results.json; ready for ``pipeline("automatic-speech-recognition", model=output_dir)`` after
 ``import hf_wav2vec2`` (or with ``trust_remote_code=True`` without it). ``--push_to_hub`` uploads that folder.
+
+On Linux with glibc the script first restarts itself once with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` (large CPU
+buffers on transparent huge pages, see ``hf_wav2vec2.training.allocator``); ``--huge_pages false`` turns that off.
 """
 
 from __future__ import annotations
@@ -53,31 +57,12 @@ from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint
 from hf_wav2vec2 import W2V2Config, W2V2ForCTC
 from hf_wav2vec2.data import AudioDataset, load_speech_dataset
 from hf_wav2vec2.data.ctc import CTCCollator, CTCReport, build_processor, build_vocabulary, filter_ctc_dataset
-from hf_wav2vec2.hub import ASRResult, ModelCardInfo, push_hub_folder, save_hub_folder
+from hf_wav2vec2.hub import finetuned_model_card_info, push_hub_folder, save_hub_folder
+from hf_wav2vec2.training import FINETUNING_RECIPES, choose_finetuning_recipe
 from hf_wav2vec2.training.allocator import use_huge_pages
 from hf_wav2vec2.training.finetune import CTCTrainer, argmax_logits, make_compute_metrics
 
 logger = logging.getLogger("train_ctc")
-
-# Per recipe: peak LR, updates, freeze_finetune_updates, time-mask p, channel-mask p, LayerDrop, samples per batch.
-RECIPES = {
-    "10m": dict(learning_rate=5e-5, max_steps=13_000, freeze_finetune_updates=10_000, mask_time_prob=0.65,
-                mask_feature_prob=0.25, layerdrop=0.1, max_tokens=3_200_000),
-    "1h": dict(learning_rate=5e-5, max_steps=13_000, freeze_finetune_updates=10_000, mask_time_prob=0.65,
-               mask_feature_prob=0.25, layerdrop=0.1, max_tokens=3_200_000),
-    "10h": dict(learning_rate=5e-5, max_steps=20_000, freeze_finetune_updates=10_000, mask_time_prob=0.65,
-                mask_feature_prob=0.5, layerdrop=0.05, max_tokens=3_200_000),
-    "100h": dict(learning_rate=3e-5, max_steps=80_000, freeze_finetune_updates=0, mask_time_prob=0.65,
-                 mask_feature_prob=0.5, layerdrop=0.1, max_tokens=3_200_000),
-    "960h": dict(learning_rate=1e-5, max_steps=320_000, freeze_finetune_updates=0, mask_time_prob=0.5,
-                 mask_feature_prob=0.1, layerdrop=0.1, max_tokens=3_200_000),
-    # Tiny preset, synthetic default corpus, 2 CPU cores, measured: the blank plateau is left only with a lower
-    # LR than BASE-like tiny models usually take (2e-3 and 3e-3 stayed at WER 100% for 300 updates), many small
-    # batches and light masking (see the model card in model_cards/).
-    "tiny": dict(learning_rate=1e-3, max_steps=1500, freeze_finetune_updates=60, mask_time_prob=0.3,
-                 mask_feature_prob=0.1, layerdrop=0.0, max_tokens=16_000 * 30),
-}
-
 
 @dataclass
 class Arguments:
@@ -108,6 +93,10 @@ class Arguments:
     activation_dropout: float = 0.1
     feat_proj_dropout: float = 0.0
     final_dropout: float = 0.0
+    huge_pages: bool = field(default=True, metadata={"help": "restart once with GLIBC_TUNABLES=glibc.malloc.hugetlb=1"
+                                                             " (large CPU buffers on transparent huge pages: CPU steps "
+                                                             "otherwise spend as long in page faults as in the model);"
+                                                             " --huge_pages false turns it off"})
 
 
 @dataclass
@@ -132,25 +121,15 @@ class CTCTrainingArguments(TrainingArguments):
     ddp_find_unused_parameters: bool | None = True  # frozen stage and LayerDrop leave parameters without gradient
 
 
-def choose_recipe(name: str, config: W2V2Config, train_hours: float) -> str:
-    if name != "auto":
-        if name not in RECIPES:
-            raise ValueError(f"unknown recipe {name!r}; expected auto or one of {sorted(RECIPES)}")
-        return name
-    if config.hidden_size < 768:
-        return "tiny"
-    for limit, recipe in ((0.5, "10m"), (2, "1h"), (20, "10h"), (200, "100h")):
-        if train_hours <= limit:
-            return recipe
-    return "960h"
-
-
 def main():
-    use_huge_pages()  # CPU steps otherwise spend as long in page faults as in the model (re-executes once)
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
         # torchrun on CPU-only machines: without this the Trainer trains WORLD_SIZE independent copies.
         os.environ.setdefault("ACCELERATE_USE_CPU", "true")
     parser = HfArgumentParser((Arguments, CTCTrainingArguments))
+    # Restart (same arguments) before the arguments become dataclasses: building TrainingArguments sets up the
+    # device and torch.distributed, which the restarted process would then do a second time under the same pid.
+    if parser.parse_args().huge_pages:
+        use_huge_pages()
     args, training_args = parser.parse_args_into_dataclasses()
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
@@ -160,23 +139,19 @@ def main():
         training_args.load_best_model_at_end = False
     config = W2V2Config.from_pretrained(args.model_name_or_path)
 
-    # 1. data: utterances with transcripts; the same normalisation as the vocabulary and the references
+    # 1. data: utterances with transcripts; the same normalisation as the vocabulary and the references. Audio
+    # shorter than the receptive field (no frame) is skipped and logged.
+    min_samples = config.receptive_field
     train = load_speech_dataset(args.dataset, split=args.split, min_duration_s=args.min_duration_s,
-                                max_duration_s=args.max_duration_s)
+                                max_duration_s=args.max_duration_s, min_samples=min_samples)
     train_hours = sum(train["duration"]) / 3600
-    recipe_name = choose_recipe(args.recipe, config, train_hours)
-    recipe = RECIPES[recipe_name]
-    for name in ("freeze_finetune_updates", "mask_time_prob", "mask_feature_prob", "layerdrop", "max_tokens"):
-        if getattr(args, name) is None:
-            setattr(args, name, recipe[name])
-    for name in ("learning_rate", "max_steps"):
-        if getattr(training_args, name) is None:
-            setattr(training_args, name, recipe[name])
-    chosen = {k: getattr(training_args if k in ("learning_rate", "max_steps") else args, k) for k in recipe}
+    recipe_name = choose_finetuning_recipe(args.recipe, config, train_hours)
+    chosen = FINETUNING_RECIPES[recipe_name].fill_unset(args, training_args)  # what the command line left unset
     logger.info("recipe %s (%.2f h of training audio): %s", recipe_name, train_hours, chosen)
     eval_set = None
     if args.eval_split:
-        eval_set = load_speech_dataset(args.eval_dataset or args.dataset, split=args.eval_split)
+        eval_set = load_speech_dataset(args.eval_dataset or args.dataset, split=args.eval_split,
+                                       min_samples=min_samples)
 
     # 2. processor: letters of the training transcripts, [PAD] = blank = 0, [UNK], "|" between words
     if args.processor_name_or_path:
@@ -214,9 +189,9 @@ def main():
 
     # 5. train
     trainer = CTCTrainer(
-        model=model, args=training_args, train_dataset=AudioDataset(train),
-        eval_dataset=AudioDataset(eval_set) if eval_set is not None else None,
-        data_collator=CTCCollator(processor, model.num_frames), processing_class=processor,
+        model=model, args=training_args, train_dataset=AudioDataset(train, min_samples=min_samples),
+        eval_dataset=AudioDataset(eval_set, min_samples=min_samples) if eval_set is not None else None,
+        data_collator=CTCCollator(processor, model.num_frames, min_samples=min_samples), processing_class=processor,
         compute_metrics=make_compute_metrics(processor), preprocess_logits_for_metrics=argmax_logits,
         max_tokens=args.max_tokens,
     )
@@ -233,12 +208,13 @@ def main():
     if eval_set is not None:
         results[args.eval_split] = trainer.evaluate(metric_key_prefix="eval")
     if args.test_split:
-        test = load_speech_dataset(args.eval_dataset or args.dataset, split=args.test_split)
+        test = load_speech_dataset(args.eval_dataset or args.dataset, split=args.test_split, min_samples=min_samples)
         test = filter_ctc_dataset(test, processor, model.num_frames, report)
-        results[args.test_split] = trainer.evaluate(AudioDataset(test), metric_key_prefix="test")
+        results[args.test_split] = trainer.evaluate(AudioDataset(test, min_samples=min_samples),
+                                                    metric_key_prefix="test")
     if trainer.is_world_process_zero():
         # model + config + our modeling code with auto_map + processor + model card: a complete Hub folder
-        card = model_card_info(args, training_args, recipe_name, chosen, train_hours, results)
+        card = finetuned_model_card_info(args, training_args, recipe_name, chosen, train_hours, results)
         save_hub_folder(trainer.model, processor, training_args.output_dir, card=card)
         with open(os.path.join(training_args.output_dir, "eval_results.json"), "w") as handle:
             json.dump({"recipe": recipe_name, "results": results, "log_history": trainer.state.log_history},
@@ -254,48 +230,6 @@ def main():
                             private=training_args.hub_private_repo)
     trainer.accelerator.wait_for_everyone()
 
-
-def _dataset_id(sources: list[str]) -> str:
-    """A Hub dataset name as given; a local folder by its name, or as the synthetic corpus it is (corpus.json,
-    written by ``hf_wav2vec2.data.synth``): never "LibriSpeech" for speech that only has LibriSpeech's layout."""
-    names = []
-    for source in sources:
-        if not os.path.exists(source):
-            names.append(source)
-        elif os.path.exists(os.path.join(source, "corpus.json")):
-            names.append("hf_wav2vec2 synthetic corpus (eSpeak NG)")
-        else:
-            names.append(os.path.basename(os.path.abspath(source)))
-    return ", ".join(names)
-
-
-def model_card_info(args, training_args, recipe_name: str, recipe: dict, train_hours: float,
-                    results: dict) -> ModelCardInfo:
-    """The card of the fine-tuned model: greedy WER/CER of every evaluated split, the recipe actually used and,
-    for a model pretrained by train_pretrain.py, its pretraining record."""
-    eval_source = _dataset_id(args.eval_dataset or args.dataset)
-    asr_results = [
-        ASRResult(dataset_type=eval_source, dataset_name=f"{eval_source} {split}", split=split,
-                  wer=metrics[f"{'eval' if split == args.eval_split else 'test'}_wer"],
-                  cer=metrics[f"{'eval' if split == args.eval_split else 'test'}_cer"])
-        for split, metrics in results.items()
-    ]
-    finetuning = {"recipe": recipe_name, "training data": f"{_dataset_id(args.dataset)} {args.split or ''}".strip(),
-                  "hours of labelled audio": f"{train_hours:.2f}", **recipe,
-                  "LR schedule": "tri-stage (10% warm-up, 40% hold, 50% decay to 0.05x)",
-                  "Adam betas, eps": f"(0.9, {training_args.adam_beta2}), {training_args.adam_epsilon}"}
-    pretraining = {}
-    history = os.path.join(args.model_name_or_path, "train_history.json")
-    if os.path.exists(history):
-        with open(history) as handle:
-            record = json.load(handle)
-        pretraining = {"checkpoint": args.model_name_or_path, "updates": len(record.get("history", [])),
-                       "hours of audio seen": f"{record.get('seen_audio_h', 0.0):.2f}",
-                       "skipped updates": record.get("skipped_updates", 0)}
-    name = os.path.basename(os.path.abspath(training_args.output_dir))
-    return ModelCardInfo(model_name=name, repo_id=training_args.hub_model_id or name, results=asr_results,
-                         pretraining=pretraining, finetuning=finetuning,
-                         base_model=None if os.path.exists(args.model_name_or_path) else args.model_name_or_path)
 
 if __name__ == "__main__":
     main()

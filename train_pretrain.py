@@ -18,6 +18,9 @@ Usage:
 
 The output folder ends with a ``save_pretrained`` model (safetensors + config.json) that ``W2V2ForCTC`` loads for
 fine-tuning, ``checkpoints/checkpoint-<step>`` Accelerate states, and TensorBoard logs under ``logs/``.
+
+On Linux with glibc the script first restarts itself once with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` (large CPU
+buffers on transparent huge pages, see ``hf_wav2vec2.training.allocator``); ``--huge_pages false`` turns that off.
 """
 
 from __future__ import annotations
@@ -25,7 +28,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 
@@ -38,18 +40,17 @@ from transformers import HfArgumentParser
 
 from hf_wav2vec2 import W2V2Config, W2V2ForPreTraining
 from hf_wav2vec2.data import AudioDataset, MaxTokensBatchSampler, PretrainingCollator, load_speech_dataset
-from hf_wav2vec2.training import polynomial_decay_lr_lambda
+from hf_wav2vec2.training import choose_pretraining_recipe, parameter_groups, polynomial_decay_lr_lambda
 from hf_wav2vec2.training.allocator import use_huge_pages
-from hf_wav2vec2.training.pretraining import PretrainingState, pretraining_update, validate
+from hf_wav2vec2.training.pretraining import (
+    PretrainingState,
+    latest_checkpoint,
+    pretraining_update,
+    save_checkpoint,
+    validate,
+)
 
 logger = logging.getLogger("train_pretrain")
-
-# The paper's optimisation per preset: peak LR and samples per device and update (fairseq max_tokens).
-PRESET_DEFAULTS = {
-    "base": dict(learning_rate=5e-4, max_tokens=1_400_000),
-    "large_lv60": dict(learning_rate=3e-4, max_tokens=1_200_000),
-    "tiny": dict(learning_rate=5e-4, max_tokens=16_000 * 48),
-}
 
 
 @dataclass
@@ -62,13 +63,14 @@ class Arguments:
     dev_split: str | None = field(default=None, metadata={"help": "dev split for the validation loss"})
     config: str = field(default="tiny", metadata={"help": "preset (base, large_lv60, tiny) or a config.json path"})
     max_steps: int = field(default=1000, metadata={"help": "optimizer updates"})
-    learning_rate: float | None = field(default=None, metadata={"help": "peak LR; default: the preset's"})
+    learning_rate: float | None = field(default=None, metadata={"help": "peak LR; default: the preset's recipe"})
     warmup_ratio: float = field(default=0.08, metadata={"help": "linear warm-up share, then linear decay to 0"})
     adam_beta1: float = 0.9
     adam_beta2: float = 0.98
     adam_epsilon: float = 1e-6
     weight_decay: float = 0.01
-    max_tokens: int | None = field(default=None, metadata={"help": "audio samples per device and micro-batch"})
+    max_tokens: int | None = field(default=None, metadata={"help": "audio samples per device and micro-batch; "
+                                                                   "default: the preset's recipe"})
     max_sample_size: int = field(default=250_000, metadata={"help": "crop longer utterances (15.6 s)"})
     min_duration_s: float = field(default=2.0, metadata={"help": "drop shorter utterances (fairseq min_sample_size)"})
     gradient_accumulation_steps: int = 1
@@ -81,6 +83,10 @@ class Arguments:
     seed: int = 0
     num_workers: int = 2
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "a checkpoint folder or 'latest'"})
+    huge_pages: bool = field(default=True, metadata={"help": "restart once with GLIBC_TUNABLES=glibc.malloc.hugetlb=1"
+                                                             " (large CPU buffers on transparent huge pages: CPU steps "
+                                                             "otherwise spend as long in page faults as in the model);"
+                                                             " --huge_pages false turns it off"})
 
 
 def build_config(name: str) -> W2V2Config:
@@ -89,36 +95,15 @@ def build_config(name: str) -> W2V2Config:
     return W2V2Config.from_preset(name)
 
 
-def latest_checkpoint(folder: str) -> str | None:
-    """The newest complete checkpoint: only fully written ones are renamed to checkpoint-<step>."""
-    if not os.path.isdir(folder):
-        return None
-    steps = [int(n.split("-")[1]) for n in os.listdir(folder) if n.startswith("checkpoint-") and n[11:].isdigit()]
-    return os.path.join(folder, f"checkpoint-{max(steps)}") if steps else None
-
-
-def save_checkpoint(accelerator, folder: str, step: int, keep: int) -> None:
-    """Write to a temporary folder, then rename: a run killed while saving leaves the previous checkpoint usable."""
-    final = os.path.join(folder, f"checkpoint-{step}")
-    partial = os.path.join(folder, f"partial-{step}")
-    accelerator.save_state(partial)
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        os.replace(partial, final)
-        done = sorted((int(n.split("-")[1]) for n in os.listdir(folder) if n.startswith("checkpoint-")), reverse=True)
-        for old in done[keep:]:
-            shutil.rmtree(os.path.join(folder, f"checkpoint-{old}"), ignore_errors=True)
-    accelerator.wait_for_everyone()
-
-
 def main():
-    use_huge_pages()  # CPU steps otherwise spend as long in page faults as in the model (re-executes once)
     (args,) = HfArgumentParser(Arguments).parse_args_into_dataclasses()
+    if args.huge_pages:
+        use_huge_pages()  # re-executes this script once, same arguments
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     config = build_config(args.config)
-    preset = PRESET_DEFAULTS.get(args.config, PRESET_DEFAULTS["base"])
-    learning_rate = args.learning_rate or preset["learning_rate"]
-    max_tokens = args.max_tokens or preset["max_tokens"]
+    recipe = choose_pretraining_recipe(args.config)
+    learning_rate = args.learning_rate or recipe.learning_rate
+    max_tokens = args.max_tokens or recipe.max_tokens
 
     # LayerDrop leaves some parameters without gradient in an update; DDP must be told.
     accelerator = Accelerator(
@@ -129,23 +114,27 @@ def main():
     os.makedirs(args.output_dir, exist_ok=True)
     checkpoints = os.path.join(args.output_dir, "checkpoints")
 
-    # 1. data: utterances by total audio per batch, long ones cropped, bad files skipped and logged
-    train = load_speech_dataset(args.dataset, split=args.split, min_duration_s=args.min_duration_s)
+    # 1. data: utterances by total audio per batch, long ones cropped, bad files and audio shorter than the
+    # receptive field (no frame) skipped and logged
+    min_samples = config.receptive_field
+    train = load_speech_dataset(args.dataset, split=args.split, min_duration_s=args.min_duration_s,
+                                min_samples=min_samples)
     sampler = MaxTokensBatchSampler(train["num_samples"], max_tokens, max_sample_size=args.max_sample_size,
                                     seed=args.seed)
     normalize = config.feat_extract_norm == "layer"  # fairseq normalises the input of layer-norm models
-    collator = PretrainingCollator(args.max_sample_size, normalize=normalize, seed=args.seed)
+    collator = PretrainingCollator(args.max_sample_size, normalize=normalize, seed=args.seed, min_samples=min_samples)
     # Own generators: starting a DataLoader iterator draws a seed, which must not move the global RNG that the
     # Gumbel noise and dropout use (a resumed run starts its iterator at another point of the stream).
-    train_loader = DataLoader(AudioDataset(train), batch_sampler=sampler, collate_fn=collator,
+    train_loader = DataLoader(AudioDataset(train, min_samples=min_samples), batch_sampler=sampler, collate_fn=collator,
                               num_workers=args.num_workers, generator=torch.Generator().manual_seed(args.seed))
     dev_loader = None
     if args.dev_split:
-        dev = load_speech_dataset(args.dev_dataset or args.dataset, split=args.dev_split)
+        dev = load_speech_dataset(args.dev_dataset or args.dataset, split=args.dev_split, min_samples=min_samples)
         dev_sampler = MaxTokensBatchSampler(dev["num_samples"], max_tokens, max_sample_size=args.max_sample_size,
                                             shuffle=False)
-        dev_loader = DataLoader(AudioDataset(dev), batch_sampler=dev_sampler,
-                                collate_fn=PretrainingCollator(args.max_sample_size, normalize=normalize),
+        dev_loader = DataLoader(AudioDataset(dev, min_samples=min_samples), batch_sampler=dev_sampler,
+                                collate_fn=PretrainingCollator(args.max_sample_size, normalize=normalize,
+                                                               min_samples=min_samples),
                                 num_workers=args.num_workers, generator=torch.Generator().manual_seed(args.seed))
     logger.info("train: %d utterances, %.1f h, %d batches per epoch", len(train), sum(train["duration"]) / 3600,
                 len(sampler))
@@ -156,12 +145,8 @@ def main():
         model.activation_checkpointing_enable()
 
     # 3. optimisation: Adam (0.9, 0.98), eps 1e-6, decoupled weight decay 0.01, warm-up then linear decay
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2 or "norm" in n or "codevectors" in n]
-    decay = [p for n, p in model.named_parameters() if not (p.ndim < 2 or "norm" in n or "codevectors" in n)]
-    optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-        lr=learning_rate, betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon,
-    )
+    optimizer = torch.optim.AdamW(parameter_groups(model, args.weight_decay), lr=learning_rate,
+                                  betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
     schedule = polynomial_decay_lr_lambda(int(args.warmup_ratio * args.max_steps), args.max_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)

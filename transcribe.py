@@ -20,7 +20,9 @@ from transformers import AutoModelForCTC, AutoProcessor, HfArgumentParser
 
 import hf_wav2vec2  # noqa: F401  (registers model_type "w2v2" with the Auto classes)
 from hf_wav2vec2.data import decode_audio
-from hf_wav2vec2.decoding import KenLMBeamSearchDecoder, asr_pipeline
+from hf_wav2vec2.decoding import KenLMBeamSearchDecoder
+from hf_wav2vec2.feature_encoder import receptive_field
+from hf_wav2vec2.pipeline import asr_pipeline
 
 
 @dataclass
@@ -65,8 +67,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
             processor.tokenizer, args.kenlm, vocab_size=model.config.vocab_size, lexicon=args.lexicon,
             beam_size=args.beam_size, lm_weight=args.lm_weight, word_score=args.word_score)
         rate = processor.feature_extractor.sampling_rate
+        shortest = receptive_field(model.config.conv_kernel, model.config.conv_stride)  # fewer samples: no frame
         for path in args.files:
-            inputs = processor(decode_audio(path, rate), sampling_rate=rate, return_tensors="pt")
+            inputs = processor(decode_audio(path, rate, min_samples=shortest), sampling_rate=rate, return_tensors="pt")
             with torch.inference_mode():
                 logits = model(inputs.input_values.to(args.device)).logits
             results.append({"file": path, "text": decoder(logits)[0]})

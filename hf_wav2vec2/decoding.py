@@ -1,55 +1,55 @@
-"""CTC decoding and evaluation: greedy decoding, beam search with a KenLM n-gram (flashlight-text), WER/CER, and an
-ASR pipeline that reads audio files without FFmpeg.
+"""CTC decoding of model outputs: greedy (best path) and beam search with a KenLM n-gram (flashlight-text).
 
-- :func:`greedy_decode`: argmax per frame, repeats collapsed, blanks dropped (what the pipeline does).
+- :func:`greedy_decode`: the argmax id of each frame, repeats collapsed, blanks dropped (what the pipeline and the
+  Trainer's WER do).
 - :class:`KenLMBeamSearchDecoder`: flashlight-text's lexicon decoder with a word n-gram (the lexicon is built from
   the LM's unigrams when none is given) or its lexicon-free decoder with a token-level (character) n-gram. ARPA,
   gzipped ARPA or KenLM binary files; KenLM is compiled into the flashlight-text wheel (``pip install
   "hf_wav2vec2[lm]"``), no other package is needed.
-- :func:`error_rates`: corpus WER and CER with the package's offline ``evaluate`` metrics.
-- :class:`SpeechRecognitionPipeline` / :func:`asr_pipeline`: transformers' ``automatic-speech-recognition``
-  pipeline, except that paths and bytes are decoded with soundfile and other sampling rates resampled with soxr.
-  transformers' own pipeline sends paths and bytes to the ``ffmpeg`` program and resamples with torchaudio.
-- :func:`transcribe_dataset`: logits for every row of a ``load_speech_dataset`` dataset, decoded by each decoder.
+- :func:`output_frame_lengths`: the real frames of each item of a padded batch, the frames the decoders read.
 """
 
 from __future__ import annotations
 
-import functools
 import gzip
 import itertools
 import logging
 import math
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
-import soxr
 import torch
 from torch.nn import functional as F
-from transformers import AutomaticSpeechRecognitionPipeline, pipeline
-
-from .data import AudioDataset, decode_audio
-from .feature_encoder import num_frames
 
 logger = logging.getLogger("hf_wav2vec2.decoding")
 
-SAMPLING_RATE = 16000
 LM_SPECIAL_WORDS = ("<s>", "</s>", "<unk>")
 
 
 # ---------------------------------------------------------------------------------------------------- greedy
-def frame_lengths(config, sample_lengths: torch.Tensor) -> torch.Tensor:
-    """(B,) output frames of a model with ``config`` (conv_kernel / conv_stride) for (B,) real sample counts."""
-    return num_frames(sample_lengths, config.conv_kernel, config.conv_stride)
-
-
-def greedy_decode(logits: torch.Tensor, tokenizer, lengths: torch.Tensor | None = None) -> list[str]:
-    """Best path decoding. logits: (B, T, V); lengths: (B,) real frames (None: all T). The tokenizer
-    (``Wav2Vec2CTCTokenizer``) collapses repeats, drops the blank (its pad token) and maps ``|`` to a space."""
-    ids = logits.argmax(-1).cpu()  # (B, T)
+def greedy_decode(token_ids: torch.Tensor | np.ndarray, tokenizer, lengths: torch.Tensor | None = None) -> list[str]:
+    """Best path decoding. token_ids: (B, T) per-frame ids, the argmax of the logits; negative ids (the Trainer's
+    -100 padding across batches) count as the blank. lengths: (B,) real frames, the frames at or past them are
+    ignored (None: all T). The tokenizer (``Wav2Vec2CTCTokenizer``) collapses repeats, drops the blank (its pad
+    token) and maps ``|`` to a space."""
+    ids = torch.as_tensor(token_ids).cpu()  # (B, T)
+    ids = ids.masked_fill(ids < 0, tokenizer.pad_token_id)
     lengths = lengths.tolist() if lengths is not None else [ids.shape[1]] * ids.shape[0]
     return tokenizer.batch_decode([row[:n].tolist() for row, n in zip(ids, lengths)])
+
+
+def output_frame_lengths(model, outputs, sample_lengths: torch.Tensor | None) -> torch.Tensor:
+    """(B,) real frames of each item of a CTC model's ``outputs``; the frames past them come from padding and
+    decode as blank. Our ``W2V2ForCTC`` returns them (``outputs.frame_lengths``); for transformers'
+    ``Wav2Vec2ForCTC`` they are its own samples -> frames arithmetic over ``sample_lengths``, the (B,) real samples
+    of each item (None, not known: every item has all T frames)."""
+    if getattr(outputs, "frame_lengths", None) is not None:
+        return outputs.frame_lengths
+    if sample_lengths is None:
+        batch, t = outputs.logits.shape[:2]
+        return torch.full((batch,), t, dtype=torch.long)
+    return model._get_feat_extract_output_lengths(sample_lengths)
 
 
 # -------------------------------------------------------------------------------------------- beam search + LM
@@ -269,145 +269,3 @@ class KenLMBeamSearchDecoder:
         ids = [i for i, _ in itertools.groupby(result.tokens) if i != self.blank and 0 <= i < len(self.tokens)]
         text = "".join(self.tokens[i] for i in ids).replace(self.word_delimiter_token, " ")
         return " ".join(text.split())
-
-
-# --------------------------------------------------------------------------------------------------- metrics
-def error_rates(references: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:
-    """Corpus WER and CER (total edits over total reference words / characters), fractions, from the ``wer`` and
-    ``cer`` evaluate metrics shipped in ``hf_wav2vec2.metrics`` (offline)."""
-    if len(references) != len(predictions):
-        raise ValueError(f"{len(references)} references but {len(predictions)} predictions")
-    if not references:
-        raise ValueError("no utterances to score")
-    if any(not r.strip() for r in references):
-        raise ValueError("empty reference transcript(s): leave such utterances out")
-    return {name: float(_metric(name).compute(references=list(references), predictions=list(predictions)))
-            for name in ("wer", "cer")}
-
-
-@functools.cache
-def _metric(name: str):
-    from .metrics import load_metric
-
-    return load_metric(name)
-
-
-# -------------------------------------------------------------------------------------------------- pipeline
-def load_audio(source, sampling_rate: int = SAMPLING_RATE) -> dict:
-    """A path, encoded bytes or ``{"path", "bytes"}`` dict -> ``{"raw": (samples,) float32 mono, "sampling_rate"}``,
-    decoded with soundfile and resampled with soxr: what transformers' pipeline accepts without FFmpeg."""
-    return {"raw": decode_audio(source, sampling_rate), "sampling_rate": sampling_rate}
-
-
-class SpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
-    """transformers' ASR pipeline, with audio decoding that needs neither FFmpeg nor torchaudio.
-
-    Paths, URLs and encoded bytes are decoded with soundfile (WAV, FLAC, OGG, MP3; channels averaged) and
-    ``{"raw"/"array", "sampling_rate"}`` dicts at another rate resampled with soxr. In a padded batch (``batch_size``
-    > 1) the frames past each utterance's end are decoded as blanks: transformers' pipeline decodes them as speech.
-    Everything else (chunking, strides, timestamps) is transformers' own.
-    """
-
-    def _forward(self, model_inputs, return_timestamps=False, **kwargs):
-        # transformers decodes every frame of a padded batch (and, for a padded last chunk, one frame past its end:
-        # its stride counts round(samples / inputs_to_logits_ratio) frames); frames past an utterance's end become
-        # blanks here.
-        mask = model_inputs.get("attention_mask")
-        out = super()._forward(model_inputs, return_timestamps=return_timestamps, **kwargs)
-        if mask is not None and self.type == "ctc" and "tokens" in out:
-            tokens = out["tokens"]  # (B, T)
-            frames = frame_lengths(self.model.config, mask.sum(-1).cpu()).to(tokens.device)
-            padded = torch.arange(tokens.shape[-1], device=tokens.device) >= frames[:, None]
-            out["tokens"] = tokens.masked_fill(padded, self.tokenizer.pad_token_id)
-        return out
-
-    def preprocess(self, inputs, chunk_length_s=0, stride_length_s=None):
-        yield from super().preprocess(self._decode(inputs), chunk_length_s=chunk_length_s,
-                                      stride_length_s=stride_length_s)
-
-    def _decode(self, inputs):
-        rate = self.feature_extractor.sampling_rate
-        if isinstance(inputs, str) and inputs.startswith(("http://", "https://")):
-            import httpx
-
-            inputs = httpx.get(inputs, follow_redirects=True).content
-        if isinstance(inputs, (str, os.PathLike, bytes, bytearray)):
-            return decode_audio(inputs, rate)
-        if isinstance(inputs, Mapping) and "sampling_rate" in inputs and inputs["sampling_rate"] != rate:
-            inputs = dict(inputs)
-            stride = inputs.pop("stride", None)
-            array = inputs.pop("raw", None)
-            if array is None:
-                inputs.pop("path", None)
-                array = inputs.pop("array")
-            if isinstance(array, torch.Tensor):
-                array = array.cpu().numpy()
-            array = np.asarray(array, dtype=np.float32)
-            if array.ndim == 2 and array.shape[0] <= 2:  # (channels, samples), as transformers reads it
-                array = array.mean(axis=0)
-            elif array.ndim != 1:
-                raise ValueError(f"expected (samples,) or (channels <= 2, samples) audio, got shape {array.shape}")
-            source_rate = inputs.pop("sampling_rate")
-            resampled = {**inputs, "raw": soxr.resample(array, source_rate, rate, quality="HQ"),
-                         "sampling_rate": rate}
-            if stride is not None:
-                ratio = rate / source_rate
-                resampled["stride"] = (int(round(stride[0] * ratio)), int(round(stride[1] * ratio)))
-            return resampled
-        return inputs
-
-
-def asr_pipeline(model, **kwargs) -> SpeechRecognitionPipeline:
-    """``pipeline("automatic-speech-recognition", model=model, pipeline_class=SpeechRecognitionPipeline, ...)``."""
-    return pipeline("automatic-speech-recognition", model=model, pipeline_class=SpeechRecognitionPipeline, **kwargs)
-
-
-# ------------------------------------------------------------------------------------------------ evaluation
-def transcribe_dataset(
-    model,
-    processor,
-    dataset,
-    decoders: Mapping[str, Callable[[torch.Tensor, torch.Tensor], list[str]]],
-    *,
-    batch_size: int = 8,
-    num_workers: int = 0,
-    device: str | torch.device = "cpu",
-) -> Iterable[dict]:
-    """Yield ``{"id", "reference", <decoder name>: hypothesis, ...}`` for every decodable row of a
-    ``load_speech_dataset`` dataset (rows are batched longest first, so the largest batch comes first).
-
-    decoders: name -> ``f(logits (B, T, V), frame lengths (B,)) -> texts``, e.g.
-    ``{"greedy": lambda logits, lengths: greedy_decode(logits, tokenizer, lengths)}``. The feature extractor pads
-    and normalises each utterance; the attention mask goes to the model when the feature extractor asks for one or
-    the model is ours (which never lets padding change its outputs).
-    """
-    feature_extractor = processor.feature_extractor
-    order = np.argsort(-np.asarray(dataset["num_samples"]), kind="stable").tolist()
-    audio = AudioDataset(dataset, feature_extractor.sampling_rate)
-    use_mask = bool(feature_extractor.return_attention_mask) or model.config.model_type == "w2v2"
-
-    def collate(items):
-        items = [item for item in items if item is not None]
-        if not items:
-            return None
-        batch = feature_extractor([item["input_values"] for item in items], sampling_rate=audio.target_sr,
-                                  padding=True, return_attention_mask=True, return_tensors="pt")
-        lengths = torch.tensor([len(item["input_values"]) for item in items])
-        return items, batch, lengths
-
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-    loader = torch.utils.data.DataLoader(audio, batch_sampler=batches, collate_fn=collate, num_workers=num_workers)
-    model.eval()
-    dtype = next(model.parameters()).dtype
-    for packed in loader:
-        if packed is None:
-            continue
-        items, batch, sample_lengths = packed
-        inputs = batch["input_values"].to(device, dtype=dtype)
-        mask = batch["attention_mask"].to(device) if use_mask else None
-        with torch.inference_mode():
-            logits = model(inputs, attention_mask=mask).logits.float()  # (B, T, V)
-        frames = frame_lengths(model.config, sample_lengths).clamp(max=logits.shape[1])
-        texts = {name: decode(logits, frames) for name, decode in decoders.items()}
-        for i, item in enumerate(items):
-            yield {"id": item["id"], "reference": item["text"], **{name: texts[name][i] for name in decoders}}

@@ -47,8 +47,9 @@ class ConvLayer(nn.Module):
     time) or ``"layer"``.
 
     Parameter names (``conv``, ``layer_norm``) follow the official checkpoints. ``FeatureEncoder`` calls ``conv`` and
-    ``activate`` separately (the module has no ``forward``), so that ``ops.activate_then_conv`` can fuse one layer's activation with the next
-    layer's convolution (what gradient checkpointing would keep, without computing the convolution twice).
+    ``activate`` separately (the module has no ``forward``), so that ``ops.activate_then_conv`` can fuse one layer's
+    activation with the next layer's convolution (what gradient checkpointing would keep, without computing the
+    convolution twice).
     """
 
     def __init__(self, in_dim: int, out_dim: int, kernel: int, stride: int, bias: bool, norm: str | None,

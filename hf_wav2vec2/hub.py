@@ -128,6 +128,53 @@ def build_model_card(info: ModelCardInfo, model=None) -> ModelCard:
     return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n\n".join(sections) + "\n")
 
 
+def finetuned_model_card_info(args, training_args, recipe_name: str, recipe: Mapping, train_hours: float,
+                              results: Mapping[str, Mapping[str, float]]) -> ModelCardInfo:
+    """The card of a model fine-tuned by ``train_ctc.py``: greedy WER/CER of every evaluated split, the recipe
+    actually used and, for a model pretrained by ``train_pretrain.py``, its pretraining record.
+
+    ``args`` and ``training_args`` are train_ctc.py's arguments; ``results`` maps each evaluated split to the
+    Trainer's metrics (``eval_wer``/``eval_cer`` for ``args.eval_split``, ``test_wer``/``test_cer`` otherwise).
+    """
+    eval_source = _dataset_id(args.eval_dataset or args.dataset)
+    asr_results = [
+        ASRResult(dataset_type=eval_source, dataset_name=f"{eval_source} {split}", split=split,
+                  wer=metrics[f"{'eval' if split == args.eval_split else 'test'}_wer"],
+                  cer=metrics[f"{'eval' if split == args.eval_split else 'test'}_cer"])
+        for split, metrics in results.items()
+    ]
+    finetuning = {"recipe": recipe_name, "training data": f"{_dataset_id(args.dataset)} {args.split or ''}".strip(),
+                  "hours of labelled audio": f"{train_hours:.2f}", **recipe,
+                  "LR schedule": "tri-stage (10% warm-up, 40% hold, 50% decay to 0.05x)",
+                  "Adam betas, eps": f"(0.9, {training_args.adam_beta2}), {training_args.adam_epsilon}"}
+    pretraining = {}
+    history = os.path.join(args.model_name_or_path, "train_history.json")
+    if os.path.exists(history):
+        with open(history) as handle:
+            record = json.load(handle)
+        pretraining = {"checkpoint": args.model_name_or_path, "updates": len(record.get("history", [])),
+                       "hours of audio seen": f"{record.get('seen_audio_h', 0.0):.2f}",
+                       "skipped updates": record.get("skipped_updates", 0)}
+    name = os.path.basename(os.path.abspath(training_args.output_dir))
+    return ModelCardInfo(model_name=name, repo_id=training_args.hub_model_id or name, results=asr_results,
+                         pretraining=pretraining, finetuning=finetuning,
+                         base_model=None if os.path.exists(args.model_name_or_path) else args.model_name_or_path)
+
+
+def _dataset_id(sources: Sequence[str]) -> str:
+    """A Hub dataset name as given; a local folder by its name, or as the synthetic corpus it is (corpus.json,
+    written by ``hf_wav2vec2.corpus``): never "LibriSpeech" for speech that only has LibriSpeech's layout."""
+    names = []
+    for source in sources:
+        if not os.path.exists(source):
+            names.append(source)
+        elif os.path.exists(os.path.join(source, "corpus.json")):
+            names.append("hf_wav2vec2 synthetic corpus (eSpeak NG)")
+        else:
+            names.append(os.path.basename(os.path.abspath(source)))
+    return ", ".join(names)
+
+
 def _intro(info: ModelCardInfo) -> str:
     text = (f"wav2vec 2.0 ([Baevski et al., 2020]({PAPER_URL})) with a CTC head, trained with "
             "hf_wav2vec2 (a from-scratch implementation inside the Hugging Face ecosystem). "
@@ -163,8 +210,8 @@ audio, rate = sf.read("speech.flac", dtype="float32", always_2d=True)  # (sample
 asr(soxr.resample(audio.mean(axis=1), rate, 16000))
 ```
 
-With `pip install hf_wav2vec2`, `hf_wav2vec2.decoding.asr_pipeline("{repo}")` does this itself: it takes paths,
-bytes and arrays at any sampling rate.
+With `pip install hf_wav2vec2`, `from hf_wav2vec2.pipeline import asr_pipeline` and `asr_pipeline("{repo}")` do this
+themselves: that pipeline takes paths, bytes and arrays at any sampling rate.
 
 ```python
 import torch

@@ -1,4 +1,7 @@
-"""Shared tiny configurations: hidden 32, three conv layers, two blocks. Each model builds in milliseconds."""
+"""Shared test material: tiny configurations (hidden 32, three conv layers, two blocks; each model builds in
+milliseconds), the real recordings of shared/real_speech, and small ARPA language models."""
+
+from pathlib import Path
 
 import pytest
 import torch
@@ -37,3 +40,76 @@ def variant(request):
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+# ------------------------------------------------------------------------------------------ real recordings
+# shared/ lies beside the checkout here; a clone elsewhere (CI) finds it at the workplace's fixed path, or skips.
+REAL_SPEECH = Path(__file__).resolve().parents[2] / "shared" / "real_speech"
+if not REAL_SPEECH.is_dir():
+    REAL_SPEECH = Path("/work/shared/real_speech")
+needs_real_speech = pytest.mark.skipif(not REAL_SPEECH.is_dir(), reason="shared/real_speech is not available")
+
+
+# ----------------------------------------------------------------------------------------- language models
+# A word bigram LM: after THE, CAT is 10^2.9 times likelier than CAB; both are in the vocabulary.
+WORD_BIGRAM_ARPA = """
+\\data\\
+ngram 1=7
+ngram 2=8
+
+\\1-grams:
+-1.0\t<unk>\t0
+-99\t<s>\t-0.5
+-1.0\t</s>\t0
+-1.0\tTHE\t-0.5
+-1.5\tCAT\t-0.5
+-1.5\tCAB\t-0.5
+-1.5\tSAT\t-0.5
+
+\\2-grams:
+-0.1\t<s> THE
+-0.1\tTHE CAT
+-3.0\tTHE CAB
+-0.1\tCAT SAT
+-3.0\tCAB SAT
+-0.1\tSAT </s>
+-1.0\tCAT </s>
+-1.0\tCAB </s>
+
+\\end\\
+"""
+
+# A character bigram LM over the tokens (| separates words): T follows A, B hardly ever does.
+CHAR_BIGRAM_ARPA = """
+\\data\\
+ngram 1=11
+ngram 2=11
+
+\\1-grams:
+-1.0\t<unk>\t0
+-99\t<s>\t-0.3
+-1.0\t</s>\t0
+-1.0\tT\t-0.3
+-1.0\tH\t-0.3
+-1.0\tE\t-0.3
+-1.0\t|\t-0.3
+-1.0\tC\t-0.3
+-1.0\tA\t-0.3
+-1.0\tS\t-0.3
+-2.0\tB\t-0.3
+
+\\2-grams:
+-0.1\t<s> T
+-0.1\tT H
+-0.1\tH E
+-0.1\tE |
+-0.3\t| C
+-0.3\t| S
+-0.1\tC A
+-0.1\tS A
+-0.1\tA T
+-3.0\tA B
+-0.3\tT |
+
+\\end\\
+"""

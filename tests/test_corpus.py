@@ -7,7 +7,9 @@ import re
 
 import pytest
 
-from hf_wav2vec2.data import load_speech_dataset, normalize_transcript, read_phones, synth, synthesize_corpus
+from hf_wav2vec2.corpus import read_phones, synth, synthesize_corpus
+from hf_wav2vec2.corpus.__main__ import main
+from hf_wav2vec2.data import load_speech_dataset, normalize_transcript
 
 SIZES = (6, 2, 2)
 
@@ -72,3 +74,10 @@ def test_same_seed_gives_identical_files_and_bad_voices_are_skipped(corpus, tmp_
     with pytest.raises(FileExistsError):
         synthesize_corpus(str(tmp_path / "c"), num_speakers=1, utterances_per_split=(1, 1, 1))
     assert os.path.exists(tmp_path / "c" / "LibriSpeech" / "SPEAKERS.TXT")
+
+
+def test_command_line_writes_the_corpus(corpus, tmp_path):
+    root, _ = corpus
+    main(["--output_dir", str(tmp_path), "--num_speakers", "2", "--utterances_per_split", "6,2,2", "--seed", "7"])
+    expected = json.loads((root / "a" / "LibriSpeech" / "corpus.json").read_text())
+    assert json.loads((tmp_path / "LibriSpeech" / "corpus.json").read_text()) == expected

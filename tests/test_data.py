@@ -14,7 +14,9 @@ import pytest
 import soundfile as sf
 import soxr
 import torch
+from conftest import REAL_SPEECH, needs_real_speech
 
+from hf_wav2vec2 import W2V2Config
 from hf_wav2vec2.data import (
     AudioDataset,
     AudioError,
@@ -22,15 +24,14 @@ from hf_wav2vec2.data import (
     PretrainingCollator,
     audio_info,
     decode_audio,
+    example_waveform,
     from_hf_dataset,
     load_speech_dataset,
     normalize_transcript,
     resampled_length,
 )
-
-REAL_SPEECH = pathlib.Path(__file__).resolve().parents[2] / "shared" / "real_speech"
-if not REAL_SPEECH.is_dir():
-    REAL_SPEECH = pathlib.Path("/work/shared/real_speech")
+from hf_wav2vec2.data.ctc import CTCCollator, build_processor, build_vocabulary
+from hf_wav2vec2.feature_encoder import num_frames
 
 
 def write_audio(path, seconds=0.5, sr=16000, channels=1, seed=0, subtype=None, values=None):
@@ -81,6 +82,7 @@ def make_libri_light(root):
 # ----------------------------------------------------------------------------------------------------- decoding
 
 
+@needs_real_speech
 def test_decode_real_44k_stereo_flac_to_16k_mono():
     path = REAL_SPEECH / "whisper-jfk.flac"
     frames, sr, channels = audio_info(path)
@@ -92,6 +94,7 @@ def test_decode_real_44k_stereo_flac_to_16k_mono():
     assert 0.01 < np.abs(waveform).max() <= 1.0
 
 
+@needs_real_speech
 def test_decode_real_22k_wav_matches_soxr():
     path = REAL_SPEECH / "ljspeech-LJ050-0131.wav"
     raw, sr = sf.read(path, dtype="float32")
@@ -146,7 +149,7 @@ def test_decode_errors_name_the_path_and_reason(tmp_path):
         (garbage, {}, "unreadable"),
         (empty, {}, "unreadable"),
         (nan, {}, "NaN"),
-        (short, {}, "too short"),
+        (short, {"min_samples": 400}, "too short"),
         (stereo, {"max_channels": 1}, "2 channels"),
         (no_frames, {}, "empty"),
     ]
@@ -155,7 +158,7 @@ def test_decode_errors_name_the_path_and_reason(tmp_path):
             decode_audio(path, **kwargs)
         assert str(path) in str(caught.value) and caught.value.source == str(path)
         assert isinstance(caught.value, ValueError)
-    assert len(decode_audio(short, min_samples=100)) == 320
+    assert len(decode_audio(short)) == 320  # by default only empty audio is too short
     with pytest.raises(AudioError, match="unreadable"):
         audio_info(garbage)
 
@@ -225,7 +228,7 @@ def test_bad_files_are_skipped_and_reported_by_path(tmp_path, caplog):
     write_audio(str(root / "stereo.wav"), channels=2)
     write_audio(str(root / "silent.wav"), values=np.zeros((0, 1), np.float32))
     with caplog.at_level(logging.WARNING, logger="hf_wav2vec2.data"):
-        ds, report = load_speech_dataset(str(root), max_channels=1, return_report=True)
+        ds, report = load_speech_dataset(str(root), max_channels=1, min_samples=400, return_report=True)
     assert ds["id"] == ["good"]
     skipped = dict(report.skipped)
     assert set(skipped) == {str(root / n) for n in ("garbage.flac", "empty.flac", "short.wav", "stereo.wav",
@@ -396,7 +399,7 @@ def test_bad_examples_are_dropped_not_fatal(tmp_path, caplog):
     write_audio(nan, values=values, subtype="FLOAT")
     garbage = tmp_path / "garbage.flac"
     garbage.write_bytes(b"RIFF" + os.urandom(500))
-    collator = PretrainingCollator(max_sample_size=16000)
+    collator = PretrainingCollator(max_sample_size=16000, min_samples=400)
     with caplog.at_level(logging.WARNING, logger="hf_wav2vec2.data"):
         batch = collator([{"id": "a", "path": good}, {"id": "b", "path": nan}, None,
                           {"id": "c", "path": str(garbage)}, {"id": "d", "input_values": np.zeros(100)}])
@@ -406,6 +409,44 @@ def test_bad_examples_are_dropped_not_fatal(tmp_path, caplog):
     hf = datasets.Dataset.from_dict({"id": ["good", "nan"], "path": [good, nan], "text": ["HI", ""]})
     decoded = AudioDataset(hf)
     assert decoded[0]["text"] == "HI" and decoded[0]["input_values"].shape == (4000,) and decoded[1] is None
+
+
+def test_example_waveform_takes_input_values_or_decodes(tmp_path):
+    path = str(tmp_path / "a.flac")
+    write_audio(path, seconds=0.3, sr=22050)
+    np.testing.assert_array_equal(example_waveform({"path": path}), decode_audio(path))
+    given = example_waveform({"input_values": torch.linspace(-1, 1, 500, dtype=torch.float64), "path": path})
+    assert given.dtype == np.float32 and given.shape == (500,)  # input_values win over the path
+    for example, reason in (({"id": "u1", "input_values": np.array([0.1, np.nan] * 300)}, "NaN"),
+                            ({"id": "u2", "input_values": np.zeros(399)}, "too short"),
+                            ({"input_values": np.zeros(0)}, "too short")):
+        with pytest.raises(AudioError, match=reason) as caught:
+            example_waveform(example, min_samples=400 if "id" in example else 1)
+        assert caught.value.source == example.get("id", "<example>")
+
+
+def test_both_collators_return_none_when_no_example_is_usable(tmp_path, caplog):
+    config = W2V2Config.base()
+    garbage = tmp_path / "garbage.flac"
+    garbage.write_bytes(b"not audio" * 100)
+    bad = [
+        None,  # AudioDataset's undecodable file
+        {"id": "garbage", "path": str(garbage), "text": "A"},
+        {"id": "nan", "input_values": np.array([0.1, np.inf] * 500, np.float32), "text": "A"},
+        {"id": "empty", "input_values": np.zeros(0, np.float32), "text": "A"},
+    ]
+    with caplog.at_level(logging.WARNING, logger="hf_wav2vec2.data"):
+        assert PretrainingCollator()(bad) is None
+        # CTC also drops, through the frame arithmetic, audio too short for one frame (min_samples left at 1).
+        short = {"id": "short", "input_values": np.zeros(config.receptive_field - 1, np.float32), "text": "A"}
+        ctc = CTCCollator(build_processor(build_vocabulary(["A CAB"])),
+                          lambda n: num_frames(n, config.conv_kernel, config.conv_stride))
+        assert ctc([*bad, short]) is None
+    assert ctc.report.empty_batches == 1 and dict(ctc.report.dropped) == {"audio": 4, "infeasible": 1}
+    assert str(garbage) in caplog.text and "nan: contains NaN" in caplog.text
+    # The receptive field as min_samples drops it as too short in the pretraining collator too.
+    assert PretrainingCollator(min_samples=config.receptive_field)([short]) is None
+    assert PretrainingCollator()([short])["input_values"].shape == (1, config.receptive_field - 1)
 
 
 def test_dataloader_end_to_end(tmp_path):

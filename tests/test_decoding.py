@@ -1,4 +1,5 @@
-"""CTC decoding: greedy, beam search with hand-written KenLM n-grams (flashlight-text), WER/CER, evaluate_ctc.py."""
+"""CTC decoding (greedy, beam search with hand-written KenLM n-grams through flashlight-text, the real frames of a
+padded batch) and evaluation (WER/CER, transcribe_dataset through evaluate_ctc.py)."""
 
 import gzip
 import importlib.util
@@ -11,86 +12,24 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import tiny_config
-from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor
+from conftest import CHAR_BIGRAM_ARPA, WORD_BIGRAM_ARPA, tiny_config, tiny_hf_config
+from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, Wav2Vec2Processor
 
 from hf_wav2vec2 import W2V2ForCTC
 from hf_wav2vec2.data import decode_audio, normalize_transcript
 from hf_wav2vec2.decoding import (
     KenLMBeamSearchDecoder,
-    error_rates,
-    frame_lengths,
     greedy_decode,
     is_arpa,
+    output_frame_lengths,
     read_arpa_unigrams,
     read_lexicon,
 )
+from hf_wav2vec2.evaluation import error_rates
 
 ROOT = Path(__file__).resolve().parents[1]
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
-# A word bigram LM: after THE, CAT is 10^2.9 times likelier than CAB; both are in the vocabulary.
-WORD_BIGRAM = """
-\\data\\
-ngram 1=7
-ngram 2=8
-
-\\1-grams:
--1.0\t<unk>\t0
--99\t<s>\t-0.5
--1.0\t</s>\t0
--1.0\tTHE\t-0.5
--1.5\tCAT\t-0.5
--1.5\tCAB\t-0.5
--1.5\tSAT\t-0.5
-
-\\2-grams:
--0.1\t<s> THE
--0.1\tTHE CAT
--3.0\tTHE CAB
--0.1\tCAT SAT
--3.0\tCAB SAT
--0.1\tSAT </s>
--1.0\tCAT </s>
--1.0\tCAB </s>
-
-\\end\\
-"""
-
-# A character bigram LM over the tokens (| separates words): T follows A, B hardly ever does.
-CHAR_BIGRAM = """
-\\data\\
-ngram 1=11
-ngram 2=11
-
-\\1-grams:
--1.0\t<unk>\t0
--99\t<s>\t-0.3
--1.0\t</s>\t0
--1.0\tT\t-0.3
--1.0\tH\t-0.3
--1.0\tE\t-0.3
--1.0\t|\t-0.3
--1.0\tC\t-0.3
--1.0\tA\t-0.3
--1.0\tS\t-0.3
--2.0\tB\t-0.3
-
-\\2-grams:
--0.1\t<s> T
--0.1\tT H
--0.1\tH E
--0.1\tE |
--0.3\t| C
--0.3\t| S
--0.1\tC A
--0.1\tS A
--0.1\tA T
--3.0\tA B
--0.3\tT |
-
-\\end\\
-"""
 
 
 def make_tokenizer(folder: Path) -> Wav2Vec2CTCTokenizer:
@@ -130,8 +69,8 @@ def cat_logits(tokenizer):
 def test_greedy_gets_a_letter_wrong_and_the_word_lm_fixes_it(tokenizer, cat_logits, tmp_path):
     pytest.importorskip("flashlight.lib.text")
     arpa = tmp_path / "bigram.arpa"
-    arpa.write_text(WORD_BIGRAM)
-    assert greedy_decode(cat_logits, tokenizer) == ["THE CAB SAT"]
+    arpa.write_text(WORD_BIGRAM_ARPA)
+    assert greedy_decode(cat_logits.argmax(-1), tokenizer) == ["THE CAB SAT"]
     decoder = KenLMBeamSearchDecoder.from_tokenizer(tokenizer, arpa, beam_size=10, lm_weight=2.0, word_score=-1.0)
     assert not decoder.lexicon_free  # word unigrams: lexicon decoder, lexicon spelled from them
     assert decoder(cat_logits) == ["THE CAT SAT"]
@@ -140,7 +79,7 @@ def test_greedy_gets_a_letter_wrong_and_the_word_lm_fixes_it(tokenizer, cat_logi
     assert no_lm(cat_logits) == ["THE CAB SAT"]
     # gzipped ARPA (KenLM in the wheel reads it) and an explicit lexicon file give the same.
     gz = tmp_path / "bigram.arpa.gz"
-    gz.write_bytes(gzip.compress(WORD_BIGRAM.encode()))
+    gz.write_bytes(gzip.compress(WORD_BIGRAM_ARPA.encode()))
     lexicon = tmp_path / "lexicon.txt"
     lexicon.write_text("THE T H E |\nCAT C A T |\nCAB C A B |\nSAT\n")  # SAT: spelled from its letters
     decoder = KenLMBeamSearchDecoder.from_tokenizer(tokenizer, gz, lexicon=lexicon, beam_size=10)
@@ -150,7 +89,7 @@ def test_greedy_gets_a_letter_wrong_and_the_word_lm_fixes_it(tokenizer, cat_logi
 def test_character_lm_decodes_without_lexicon(tokenizer, cat_logits, tmp_path):
     pytest.importorskip("flashlight.lib.text")
     arpa = tmp_path / "chars.arpa"
-    arpa.write_text(CHAR_BIGRAM)
+    arpa.write_text(CHAR_BIGRAM_ARPA)
     decoder = KenLMBeamSearchDecoder.from_tokenizer(tokenizer, arpa, beam_size=10, lm_weight=1.0)
     assert decoder.lexicon_free  # every unigram is a token
     assert decoder(cat_logits) == ["THE CAT SAT"]
@@ -159,20 +98,45 @@ def test_character_lm_decodes_without_lexicon(tokenizer, cat_logits, tmp_path):
 def test_batch_decoding_respects_lengths(tokenizer, cat_logits, tmp_path):
     pytest.importorskip("flashlight.lib.text")
     arpa = tmp_path / "bigram.arpa"
-    arpa.write_text(WORD_BIGRAM)
+    arpa.write_text(WORD_BIGRAM_ARPA)
     short = emissions(tokenizer, "THE|CAT", {6: {"B": 0.5, "T": 0.4}})
     # Padding frames say "SAT": they must be ignored.
     padded = torch.cat([short, cat_logits[:, short.shape[1]:]], dim=1)
     batch = torch.cat([cat_logits, padded])
     lengths = torch.tensor([cat_logits.shape[1], short.shape[1]])
-    assert greedy_decode(batch, tokenizer, lengths) == ["THE CAB SAT", "THE CAB"]
+    assert greedy_decode(batch.argmax(-1), tokenizer, lengths) == ["THE CAB SAT", "THE CAB"]
     decoder = KenLMBeamSearchDecoder.from_tokenizer(tokenizer, arpa, beam_size=10)
     assert decoder(batch, lengths) == ["THE CAT SAT", "THE CAT"]
 
 
+def test_greedy_decode_reads_negative_ids_as_blank(tokenizer, cat_logits):
+    """The Trainer pads predictions of shorter batches with -100: the same text as the unpadded ids."""
+    ids = cat_logits.argmax(-1)  # (1, T)
+    padded = torch.cat([ids, torch.full((1, 5), -100)], dim=1)
+    assert greedy_decode(padded, tokenizer) == greedy_decode(ids, tokenizer) == ["THE CAB SAT"]
+    assert greedy_decode(padded.numpy(), tokenizer) == ["THE CAB SAT"]  # as compute_metrics gets them
+
+
+def test_output_frame_lengths_of_ours_and_of_transformers_model():
+    """Our model returns its real frames; transformers' Wav2Vec2ForCTC gets them from its own arithmetic. Both
+    equal the frames of each item run alone."""
+    ours = W2V2ForCTC(tiny_config()).eval()
+    theirs = Wav2Vec2ForCTC(tiny_hf_config()).eval()
+    sample_lengths = torch.tensor([900, 640])
+    inputs = torch.randn(2, 900)
+    mask = (torch.arange(900)[None, :] < sample_lengths[:, None]).long()
+    with torch.no_grad():
+        alone = [ours(inputs[i : i + 1, :n]).logits.shape[1] for i, n in enumerate(sample_lengths.tolist())]
+        for model in (ours, theirs):
+            outputs = model(inputs, attention_mask=mask)
+            assert output_frame_lengths(model, outputs, sample_lengths).tolist() == alone
+        outputs = theirs(inputs)  # no sample counts: every item has all frames
+        assert output_frame_lengths(theirs, outputs, None).tolist() == [outputs.logits.shape[1]] * 2
+
+
 def test_lm_files_and_lexicons(tokenizer, tmp_path):
     arpa = tmp_path / "bigram.arpa"
-    arpa.write_text(WORD_BIGRAM)
+    arpa.write_text(WORD_BIGRAM_ARPA)
     assert is_arpa(arpa)
     assert read_arpa_unigrams(arpa) == ["<unk>", "<s>", "</s>", "THE", "CAT", "CAB", "SAT"]
     words = tmp_path / "words.txt"
@@ -221,7 +185,7 @@ def test_evaluate_ctc_script_matches_per_utterance_decoding(tokenizer, tmp_path)
         sf.write(chapter / f"{utt}.flac", 0.1 * rng.standard_normal(1600 + 700 * i), 16000)
     (chapter / "7-11.trans.txt").write_text("".join(f"{u} {t}\n" for u, t in texts.items()))
     arpa = tmp_path / "bigram.arpa"
-    arpa.write_text(WORD_BIGRAM)
+    arpa.write_text(WORD_BIGRAM_ARPA)
     # 2. the script
     script = _load_script()
     argv = ["--model", str(tmp_path / "model"), "--dataset", str(tmp_path / "split"), "--batch_size", "3",
@@ -239,8 +203,9 @@ def test_evaluate_ctc_script_matches_per_utterance_decoding(tokenizer, tmp_path)
         inputs = processor(audio, sampling_rate=16000, return_tensors="pt")
         with torch.no_grad():
             logits = model(inputs.input_values).logits
-        assert logits.shape[1] == int(frame_lengths(model.config, torch.tensor([len(audio)]))[0])
-        assert row["greedy"] == normalize_transcript(greedy_decode(logits, tokenizer)[0].replace("[UNK]", ""))
+        assert logits.shape[1] == int(model.num_frames(len(audio)))
+        greedy = greedy_decode(logits.argmax(-1), tokenizer)[0]
+        assert row["greedy"] == normalize_transcript(greedy.replace("[UNK]", ""))
         assert row["reference"] == texts[row["id"]].upper()
         if has_lm:
             assert set(row["lm"].split()) <= {"THE", "CAT", "CAB", "SAT"}

@@ -13,10 +13,11 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import tiny_config, tiny_hf_config
+from datasets import Dataset
 from transformers import TrainerCallback, TrainingArguments, Wav2Vec2ForPreTraining, Wav2Vec2Processor
 
 from hf_wav2vec2 import W2V2ForCTC, W2V2ForPreTraining
-from hf_wav2vec2.data import synthesize_corpus
+from hf_wav2vec2.corpus import synthesize_corpus
 from hf_wav2vec2.data.ctc import CTCCollator, build_processor, build_vocabulary, ctc_required_frames
 from hf_wav2vec2.metrics import load_metric
 from hf_wav2vec2.training import tri_stage_lr_lambda
@@ -120,13 +121,27 @@ def test_collator_drops_bad_examples_and_reports(processor, tmp_path, caplog):
     assert torch.isfinite(out.loss)
 
 
-def test_all_bad_batch_gives_zero_loss_placeholder(processor, tmp_path):
+def no_usable_example(examples):
+    return None  # what the collators return for a batch in which no example is usable
+
+
+@pytest.mark.parametrize("max_tokens", [None, 16000])
+def test_none_batch_becomes_a_zero_loss_placeholder(processor, tmp_path, max_tokens):
+    """Through the Trainer's dataloaders and the max_tokens ones, train and eval, a collator's None becomes one
+    silent utterance of the receptive field (one frame) without labels, which trains nothing and breaks nothing."""
     model = ctc_model(processor)
-    collator = CTCCollator(processor, model.num_frames)
-    batch = collator([utterance(1.0, ""), None])
-    assert (batch["labels"] == -100).all() and collator.report.empty_batches == 1
-    trainer = CTCTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[]),
-                         data_collator=collator)
+    data = Dataset.from_dict({"num_samples": [8000, 8000, 8000]})
+    args = TrainingArguments(output_dir=str(tmp_path), report_to=[], remove_unused_columns=False,
+                             per_device_train_batch_size=2, per_device_eval_batch_size=2)
+    trainer = CTCTrainer(model=model, args=args, train_dataset=data, eval_dataset=data,
+                         data_collator=no_usable_example, max_tokens=max_tokens)
+    samples = model.config.receptive_field
+    assert int(model.num_frames(samples)) == 1
+    for loader in (trainer.get_train_dataloader(), trainer.get_eval_dataloader()):
+        batch = next(iter(loader))
+        assert torch.equal(batch["input_values"], torch.zeros(1, samples))
+        assert torch.equal(batch["attention_mask"], torch.ones(1, samples, dtype=torch.long))
+        assert torch.equal(batch["labels"], torch.full((1, 1), -100))
     model.train()
     loss = trainer.compute_loss(model, batch, num_items_in_batch=torch.tensor(0))
     loss.backward()

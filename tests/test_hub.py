@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -23,6 +24,7 @@ from hf_wav2vec2.hub import (
     check_code_imports,
     check_hub_folder,
     copy_model_card,
+    finetuned_model_card_info,
     push_hub_folder,
     save_hub_folder,
 )
@@ -110,13 +112,35 @@ def test_model_card_metadata_and_sections(hub_folder, tmp_path):
     text = card.text
     for needle in ("| updates | 400000 |", "| freeze_finetune_updates | 10000 |", 'trust_remote_code=True',
                    'pipeline("automatic-speech-recognition", model="someone/w2v2-tiny-test"',
-                   "soxr.resample", "| LibriSpeech test-clean | test | greedy | 5.12 | 1.56 |", "baevski2020wav2vec"):
+                   "soxr.resample", "| LibriSpeech test-clean | test | greedy | 5.12 | 1.56 |", "baevski2020wav2vec",
+                   "from hf_wav2vec2.pipeline import asr_pipeline"):
         assert needle in text, needle
     info = ModelCardInfo.from_dict(CARD)
     assert isinstance(info.results[1], ASRResult) and info.results[1].decoding == "4-gram LM, beam 500"
     copied = copy_model_card(folder, "w2v2-tiny-test", tmp_path / "model_cards")
     assert copied == tmp_path / "model_cards" / "w2v2-tiny-test.md"
     assert copied.read_text() == (folder / "README.md").read_text()
+
+
+def test_card_of_a_train_ctc_run(tmp_path):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "corpus.json").write_text("{}")  # what hf_wav2vec2.corpus writes beside its LibriSpeech layout
+    pretrained = tmp_path / "pretrain"
+    pretrained.mkdir()
+    (pretrained / "train_history.json").write_text(json.dumps({"history": [{}, {}, {}], "seen_audio_h": 1.5}))
+    args = SimpleNamespace(dataset=[str(corpus)], split="train-clean", eval_dataset=None, eval_split="dev-clean",
+                           model_name_or_path=str(pretrained))
+    training_args = SimpleNamespace(output_dir=str(tmp_path / "ctc-tiny"), hub_model_id=None, adam_beta2=0.98,
+                                    adam_epsilon=1e-8)
+    results = {"dev-clean": {"eval_wer": 0.25, "eval_cer": 0.1}, "test-clean": {"test_wer": 0.3, "test_cer": 0.125}}
+    info = finetuned_model_card_info(args, training_args, "tiny", {"learning_rate": 1e-3}, 0.75, results)
+    name = "hf_wav2vec2 synthetic corpus (eSpeak NG)"  # never "LibriSpeech" for its layout alone
+    assert [(r.dataset_name, r.split, r.wer, r.cer) for r in info.results] == [
+        (f"{name} dev-clean", "dev-clean", 0.25, 0.1), (f"{name} test-clean", "test-clean", 0.3, 0.125)]
+    assert info.finetuning["training data"] == f"{name} train-clean" and info.finetuning["learning_rate"] == 1e-3
+    assert info.pretraining["updates"] == 3 and info.pretraining["hours of audio seen"] == "1.50"
+    assert (info.model_name, info.repo_id, info.base_model) == ("ctc-tiny", "ctc-tiny", None)
 
 
 def test_mismatched_processor_and_bad_code_are_refused(hub_folder, tmp_path):

@@ -1,12 +1,27 @@
-"""Distributed normalisation and exact resumption of pretraining."""
+"""Distributed normalisation and exact resumption of pretraining; recipes, parameter groups and the scripts'
+huge-pages option."""
 
+import dataclasses
+import importlib.util
 import json
 import os
 import socket
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
+from conftest import tiny_config
+
+from hf_wav2vec2 import W2V2Config, W2V2ForPreTraining
+from hf_wav2vec2.training import (
+    FINETUNING_RECIPES,
+    PRETRAINING_RECIPES,
+    FinetuningRecipe,
+    choose_finetuning_recipe,
+    choose_pretraining_recipe,
+    parameter_groups,
+)
 
 HERE = os.path.dirname(__file__)
 ROOT = os.path.dirname(HERE)
@@ -39,7 +54,7 @@ def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(tmp_path):
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    from hf_wav2vec2.data import synthesize_corpus
+    from hf_wav2vec2.corpus import synthesize_corpus
 
     root = tmp_path_factory.mktemp("corpus")
     synthesize_corpus(str(root), num_speakers=2, utterances_per_split=(12, 4, 4), seed=0)
@@ -97,3 +112,72 @@ def test_scripts_restart_once_with_huge_pages(tmp_path):
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True,
                          env={**env, "GLIBC_TUNABLES": "glibc.malloc.hugetlb=0"}).stdout.splitlines()
     assert len(out) == 2 and out[1] == "main"
+
+
+class _Restarted(Exception):
+    """Stands in for the re-execution: nothing after ``use_huge_pages`` runs."""
+
+
+@pytest.mark.parametrize("script", ["train_pretrain.py", "train_ctc.py"])
+def test_scripts_huge_pages_option(script, tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location(script[:-3], os.path.join(ROOT, script))
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, script[:-3], module)
+    spec.loader.exec_module(module)
+
+    def restart():
+        raise _Restarted
+
+    monkeypatch.setattr(module, "use_huge_pages", restart)
+    (tmp_path / "model").mkdir()
+    # A run that gets past the restart stops at once: no such preset, or no such local dataset (never the Hub).
+    argv = [script, "--dataset", str(tmp_path / "no_such_folder"), "--output_dir", str(tmp_path / "out")]
+    argv += ["--config", "no_such_preset"] if script == "train_pretrain.py" else [
+        "--model_name_or_path", str(tmp_path / "model")]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(_Restarted):
+        module.main()
+    monkeypatch.setattr(sys, "argv", [*argv, "--huge_pages", "false"])
+    with pytest.raises((ValueError, FileNotFoundError), match="no_such"):
+        module.main()
+
+
+def test_recipes_and_their_choice():
+    base, large, tiny = W2V2Config.base(), W2V2Config.large_lv60(), W2V2Config.tiny()
+    # fairseq's examples/wav2vec/config/finetuning/base_10h.yaml
+    assert FINETUNING_RECIPES["10h"] == FinetuningRecipe(
+        learning_rate=5e-5, max_steps=20_000, freeze_finetune_updates=10_000, mask_time_prob=0.65,
+        mask_feature_prob=0.5, layerdrop=0.05, max_tokens=3_200_000)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        FINETUNING_RECIPES["tiny"].learning_rate = 1.0
+    for hours, name in ((10 / 60, "10m"), (0.5, "10m"), (1, "1h"), (10, "10h"), (100, "100h"), (960, "960h")):
+        assert choose_finetuning_recipe("auto", base, hours) == choose_finetuning_recipe("auto", large, hours) == name
+    assert choose_finetuning_recipe("auto", tiny, 960) == "tiny"  # narrower than BASE, whatever the hours
+    assert choose_finetuning_recipe("10h", tiny, 0.1) == "10h"
+    with pytest.raises(ValueError, match="unknown recipe '2h'"):
+        choose_finetuning_recipe("2h", base, 2)
+    assert choose_pretraining_recipe("large_lv60") == PRETRAINING_RECIPES["large_lv60"]
+    assert choose_pretraining_recipe("runs/x/config.json") == PRETRAINING_RECIPES["base"]
+    # what the command line sets wins; the rest comes from the recipe, on whichever arguments object has the field
+    args = SimpleNamespace(freeze_finetune_updates=None, mask_time_prob=0.5, mask_feature_prob=None, layerdrop=None,
+                           max_tokens=None)
+    training_args = SimpleNamespace(learning_rate=None, max_steps=7)
+    chosen = FINETUNING_RECIPES["10h"].fill_unset(args, training_args)
+    assert list(chosen) == [f.name for f in dataclasses.fields(FinetuningRecipe)]
+    assert chosen == {**dataclasses.asdict(FINETUNING_RECIPES["10h"]), "mask_time_prob": 0.5, "max_steps": 7}
+    assert training_args.learning_rate == 5e-5 and args.layerdrop == 0.05 and args.mask_time_prob == 0.5
+
+
+def test_parameter_groups_decay_weight_matrices_only():
+    model = W2V2ForPreTraining(tiny_config())
+    decay, no_decay = parameter_groups(model, 0.01)
+    assert (decay["weight_decay"], no_decay["weight_decay"]) == (0.01, 0.0)
+    names = {id(p): n for n, p in model.named_parameters()}
+    decayed = {names[id(p)] for p in decay["params"]}
+    undecayed = {names[id(p)] for p in no_decay["params"]}
+    assert decayed | undecayed == set(names.values()) and not decayed & undecayed
+    assert {"quantizer.codevectors", "wav2vec2.masked_spec_embed", "project_q.bias",
+            "wav2vec2.encoder.layer_norm.weight"} <= undecayed
+    assert {"project_q.weight", "wav2vec2.feature_extractor.conv_layers.0.conv.weight",
+            "wav2vec2.encoder.layers.0.attention.q_proj.weight"} <= decayed
+    assert all(model.get_parameter(n).ndim >= 2 and "norm" not in n for n in decayed)

@@ -2,6 +2,12 @@
 
 Everything here works on a *source*: a path, raw encoded bytes, or the ``{"path": ..., "bytes": ...}`` dict that
 ``datasets.Audio(decode=False)`` gives (bytes win when present). Decoding returns 1-D float32 mono at ``target_sr``.
+:func:`example_waveform` is the one way the dataset and the collators turn an *example* (a dataset row, or a mapping
+that already holds ``input_values``) into a checked waveform.
+
+Decoding takes ``min_samples``, the shortest usable waveform. Its default, 1, only rejects empty audio: a training
+or evaluation caller passes the model's receptive field (``W2V2Config.receptive_field``, 400 samples for every
+preset), since shorter audio yields no frame.
 """
 
 import io
@@ -12,11 +18,9 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-AudioSource = str | os.PathLike | bytes | Mapping
+from ..configuration import SAMPLING_RATE
 
-# wav2vec 2.0's conv feature encoder has a receptive field of 400 samples (25 ms at 16 kHz): anything shorter
-# yields zero frames and would break the model, so it is rejected at decoding time.
-MIN_SAMPLES = 400
+AudioSource = str | os.PathLike | bytes | Mapping
 
 
 class AudioError(ValueError):
@@ -77,9 +81,9 @@ def resampled_length(num_frames: int, sampling_rate: int, target_sr: int) -> int
 
 def decode_audio(
     source: AudioSource,
-    target_sr: int = 16000,
+    target_sr: int = SAMPLING_RATE,
     *,
-    min_samples: int = MIN_SAMPLES,
+    min_samples: int = 1,
     max_channels: int | None = None,
 ) -> np.ndarray:
     """Decode a source to a mono float32 waveform at ``target_sr``.
@@ -87,7 +91,7 @@ def decode_audio(
     Args:
         source: a path, encoded bytes, or a ``{"path", "bytes"}`` dict (``datasets.Audio(decode=False)``).
         target_sr: output sampling rate; other rates are resampled with soxr (high quality).
-        min_samples: reject waveforms shorter than this after resampling (default 400, the model's receptive field).
+        min_samples: reject waveforms shorter than this after resampling (pass the model's receptive field).
         max_channels: reject files with more channels than this; ``None`` accepts any count.
 
     Returns:
@@ -118,3 +122,38 @@ def decode_audio(
     if len(waveform) < min_samples:
         raise AudioError(name, f"too short: {len(waveform)} samples at {target_sr} Hz (< {min_samples})")
     return np.ascontiguousarray(waveform, dtype=np.float32)
+
+
+def example_source(example: Mapping) -> AudioSource:
+    """What to decode for a row of ``load_speech_dataset``: the Hub ``audio`` dict if it holds bytes, else ``path``."""
+    audio = example.get("audio")
+    if isinstance(audio, Mapping) and audio.get("bytes"):
+        return {"path": audio.get("path") or example.get("path") or example.get("id"), "bytes": audio["bytes"]}
+    return example["path"]
+
+
+def example_waveform(
+    example: Mapping,
+    target_sr: int = SAMPLING_RATE,
+    *,
+    min_samples: int = 1,
+    max_channels: int | None = None,
+) -> np.ndarray:
+    """The ``(num_samples,)`` float32 waveform of an example, checked as :func:`decode_audio` checks a file.
+
+    Takes ``input_values`` when the example has them (a 1-D array or tensor, already at ``target_sr``), else decodes
+    :func:`example_source` (``audio`` bytes or ``path``) at ``target_sr``.
+
+    Raises:
+        AudioError: named by the decoded path, or for given ``input_values`` by the example's ``id`` (else its
+            ``path``, else ``<example>``): undecodable, NaN/inf samples, shorter than ``min_samples``, ...
+    """
+    if example.get("input_values") is None:
+        return decode_audio(example_source(example), target_sr, min_samples=min_samples, max_channels=max_channels)
+    name = str(example.get("id") or example.get("path") or "<example>")
+    waveform = np.asarray(example["input_values"], dtype=np.float32).reshape(-1)  # CPU tensors convert too
+    if len(waveform) < min_samples:
+        raise AudioError(name, f"too short: {len(waveform)} samples (< {min_samples})")
+    if not np.isfinite(waveform).all():
+        raise AudioError(name, "contains NaN or infinite samples")
+    return waveform

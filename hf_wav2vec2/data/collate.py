@@ -7,17 +7,10 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 
-from .audio import MIN_SAMPLES, AudioError, decode_audio
+from ..configuration import SAMPLING_RATE
+from .audio import AudioError, example_waveform
 
 logger = logging.getLogger("hf_wav2vec2.data")
-
-
-def _audio_source(row: Mapping):
-    """What to decode for a row of ``load_speech_dataset``: the Hub ``audio`` dict if it holds bytes, else ``path``."""
-    audio = row.get("audio")
-    if isinstance(audio, Mapping) and audio.get("bytes"):
-        return {"path": audio.get("path") or row.get("path") or row.get("id"), "bytes": audio["bytes"]}
-    return row["path"]
 
 
 class AudioDataset(torch.utils.data.Dataset):
@@ -27,7 +20,7 @@ class AudioDataset(torch.utils.data.Dataset):
     cannot be decoded (the path and reason are logged on "hf_wav2vec2.data"); the collators drop None.
     """
 
-    def __init__(self, hf_dataset, target_sr: int = 16000, *, min_samples: int = MIN_SAMPLES,
+    def __init__(self, hf_dataset, target_sr: int = SAMPLING_RATE, *, min_samples: int = 1,
                  max_channels: int | None = None):
         self.hf_dataset = hf_dataset
         self.target_sr = target_sr
@@ -40,8 +33,8 @@ class AudioDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict | None:
         row = self.hf_dataset[int(index)]
         try:
-            waveform = decode_audio(_audio_source(row), self.target_sr, min_samples=self.min_samples,
-                                    max_channels=self.max_channels)
+            waveform = example_waveform(row, self.target_sr, min_samples=self.min_samples,
+                                        max_channels=self.max_channels)
         except AudioError as error:
             logger.warning("dropping %s: %s", error.source, error.reason)
             return None
@@ -54,7 +47,9 @@ class PretrainingCollator:
     Each example is a mapping with ``input_values`` (1-D float array/tensor at ``target_sr``) or, to decode here,
     ``path`` (and ``audio`` for Hub rows), as rows of ``load_speech_dataset`` have; None examples are dropped.
 
-    1. Decode where needed; an ``AudioError`` is logged with the path and the example dropped.
+    1. The waveform (``example_waveform``: the given ``input_values``, or the decoded file); an example that is
+       undecodable, holds NaN/inf or is shorter than ``min_samples`` (pass the model's receptive field,
+       ``config.receptive_field``) is logged with its name and dropped.
     2. Crop utterances longer than ``max_sample_size`` at a random start (fairseq ``max_sample_size``). With
        ``pad=False`` every utterance is instead cropped to the shortest in the batch (fairseq's default for BASE,
        no padding at all).
@@ -78,8 +73,8 @@ class PretrainingCollator:
         pad: bool = True,
         normalize: bool = False,
         seed: int = 0,
-        target_sr: int = 16000,
-        min_samples: int = MIN_SAMPLES,
+        target_sr: int = SAMPLING_RATE,
+        min_samples: int = 1,
         pad_to_multiple_of: int | None = None,
     ):
         self.max_sample_size = max_sample_size
@@ -98,12 +93,15 @@ class PretrainingCollator:
         # 1. Waveforms, dropping whatever cannot be decoded or is too short for one frame.
         ids, waveforms = [], []
         for example in examples:
-            if example is None:
+            if example is None:  # AudioDataset has already logged the path
                 continue
-            waveform = self._waveform(example)
-            if waveform is not None:
-                ids.append(str(example.get("id", len(waveform))))
-                waveforms.append(waveform)
+            try:
+                waveform = example_waveform(example, self.target_sr, min_samples=self.min_samples)
+            except AudioError as error:
+                logger.warning("dropping %s: %s", error.source, error.reason)
+                continue
+            ids.append(str(example.get("id", len(waveform))))
+            waveforms.append(waveform)
         if not waveforms:
             logger.warning("no usable example in a batch of %d: returning None", len(examples))
             return None
@@ -132,23 +130,6 @@ class PretrainingCollator:
             input_values[row, : len(waveform)] = torch.from_numpy(np.asarray(waveform, dtype=np.float32))
             attention_mask[row, : len(waveform)] = 1
         return {"input_values": input_values, "attention_mask": attention_mask}
-
-    def _waveform(self, example: Mapping) -> np.ndarray | None:
-        """The example's 1-D float32 waveform, decoded from its path/bytes if needed; None (logged) if unusable."""
-        if example.get("input_values") is not None:
-            values = example["input_values"]
-            values = values.numpy() if isinstance(values, torch.Tensor) else values
-            waveform = np.asarray(values, dtype=np.float32).reshape(-1)
-            if len(waveform) < self.min_samples:
-                logger.warning("dropping %s: too short: %d samples (< %d)", example.get("id", "<example>"),
-                               len(waveform), self.min_samples)
-                return None
-            return waveform
-        try:
-            return decode_audio(_audio_source(example), self.target_sr, min_samples=self.min_samples)
-        except AudioError as error:
-            logger.warning("dropping %s: %s", error.source, error.reason)
-            return None
 
     @staticmethod
     def _crop(waveform: np.ndarray, size: int, rng: np.random.Generator) -> np.ndarray:

@@ -14,7 +14,8 @@ again is a no-op), so vocabulary building, labels and references for WER see the
 Bad examples never reach the model; each is logged on the "hf_wav2vec2.data" logger and counted in
 ``CTCCollator.report``:
 
-* undecodable audio (logged with its path), or audio shorter than the receptive field;
+* unusable audio (``example_waveform``: undecodable, NaN/inf samples, or shorter than ``min_samples``; logged with
+  its name);
 * empty transcripts (nothing to learn; the CTC loss of an empty target only teaches "blank");
 * CTC-infeasible examples: a CTC path for ``y`` needs ``len(y) + r`` frames, ``r`` the number of adjacent repeated
   labels (a blank must separate them). Fewer output frames give an infinite loss.
@@ -38,8 +39,8 @@ import numpy as np
 import torch
 from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor
 
-from .audio import MIN_SAMPLES, AudioError, decode_audio
-from .collate import _audio_source
+from ..configuration import SAMPLING_RATE
+from .audio import AudioError, example_waveform
 from .text import normalize_transcript
 
 logger = logging.getLogger("hf_wav2vec2.data")
@@ -48,7 +49,6 @@ BLANK_TOKEN = "[PAD]"
 UNK_TOKEN = "[UNK]"
 WORD_DELIMITER = "|"
 SPECIAL_TOKENS = (BLANK_TOKEN, UNK_TOKEN, WORD_DELIMITER)  # ids 0, 1, 2
-SAMPLING_RATE = 16000
 
 
 # ----------------------------------------------------------------------------------------------- vocabulary
@@ -112,7 +112,7 @@ class CTCReport:
     unknown_characters: Counter = field(default_factory=Counter)  # character -> occurrences mapped to [UNK]
     examples: int = 0  # examples seen
     batches: int = 0
-    empty_batches: int = 0  # batches where nothing was usable (replaced by a zero-loss placeholder)
+    empty_batches: int = 0  # batches where nothing was usable (the collator returned None)
 
 
 @dataclass
@@ -126,19 +126,21 @@ class CTCCollator:
     Args:
         processor: from :func:`build_processor`; its feature extractor pads (and normalises for layer-norm models),
             its tokenizer turns text into labels.
-        num_frames: the model's samples -> frames arithmetic (``model.num_frames``), for the CTC feasibility check.
-        min_samples: shorter audio is dropped (default: the 400-sample receptive field).
+        num_frames: the model's samples -> frames arithmetic (``model.num_frames``), for the CTC feasibility check
+            (audio too short for its labels, including audio shorter than the receptive field, is dropped by it).
+        min_samples: shorter audio is dropped (counted under "audio"); pass the model's receptive field
+            (``config.receptive_field``). The default, 1, only drops empty audio.
         pad_to_multiple_of: round the padded audio length up to a multiple of this.
 
     Returns ``{"input_values": (B, L) float32, "attention_mask": (B, L) long, "labels": (B, U) long}`` with labels
-    padded by -100. When no example of a batch is usable it returns a **placeholder**: one silent utterance whose
-    labels are all -100. ``CTCTrainer`` gives it zero loss, so a distributed run stays in step instead of
-    crashing or hanging; it never carries a NaN.
+    padded by -100, or **None when no example of the batch is usable** (counted in ``report.empty_batches``), as
+    ``PretrainingCollator`` does. ``CTCTrainer`` turns None into a zero-loss placeholder batch, so that a
+    distributed run stays in step instead of crashing or hanging.
     """
 
     processor: Wav2Vec2Processor
     num_frames: Callable[[int], int]
-    min_samples: int = MIN_SAMPLES
+    min_samples: int = 1
     pad_to_multiple_of: int | None = None
     report: CTCReport = field(default_factory=CTCReport)
 
@@ -149,7 +151,7 @@ class CTCCollator:
         self._characters = set(vocabulary) - {BLANK_TOKEN, UNK_TOKEN}
         self._sampling_rate = self.processor.feature_extractor.sampling_rate
 
-    def __call__(self, examples: Sequence[Mapping | None]) -> dict[str, torch.Tensor]:
+    def __call__(self, examples: Sequence[Mapping | None]) -> dict[str, torch.Tensor] | None:
         self.report.batches += 1
         waveforms, labels = [], []
         for example in examples:
@@ -160,9 +162,8 @@ class CTCCollator:
                 labels.append(usable[1])
         if not waveforms:
             self.report.empty_batches += 1
-            logger.warning("no usable example in a batch of %d: returning a zero-loss placeholder", len(examples))
-            waveforms = [np.zeros(self.min_samples, dtype=np.float32)]
-            labels = [[]]
+            logger.warning("no usable example in a batch of %d: returning None", len(examples))
+            return None
 
         # 1. audio: zero padding, attention mask, per-utterance normalisation for layer-norm models
         batch = self.processor.feature_extractor(
@@ -170,7 +171,7 @@ class CTCCollator:
             return_attention_mask=True, return_tensors="pt",
         )
         # 2. labels padded with -100 (ignored by the CTC loss and by the Trainer's token counts)
-        padded = torch.full((len(labels), max(1, max(len(y) for y in labels))), -100, dtype=torch.long)  # (B, U)
+        padded = torch.full((len(labels), max(len(y) for y in labels)), -100, dtype=torch.long)  # (B, U)
         for row, y in enumerate(labels):
             padded[row, : len(y)] = torch.tensor(y, dtype=torch.long)
         return {"input_values": batch["input_values"].float(), "attention_mask": batch["attention_mask"].long(),
@@ -191,11 +192,13 @@ class CTCCollator:
         if example is None:  # AudioDataset has already logged the path
             self.report.dropped["audio"] += 1
             return None
-        name = example.get("id") or example.get("path") or "<example>"
-        waveform = self._waveform(example, name)
-        if waveform is None:
+        try:
+            waveform = example_waveform(example, self._sampling_rate, min_samples=self.min_samples)
+        except AudioError as error:
             self.report.dropped["audio"] += 1
+            logger.warning("dropping %s: %s", error.source, error.reason)
             return None
+        name = example.get("id") or example.get("path") or "<example>"
         labels = self.labels(example.get("text") or "")
         if not labels:
             self.report.dropped["empty"] += 1
@@ -208,24 +211,6 @@ class CTCCollator:
                            name, len(labels), needed, len(waveform), frames)
             return None
         return waveform, labels
-
-    def _waveform(self, example: Mapping, name: str) -> np.ndarray | None:
-        if example.get("input_values") is not None:
-            values = example["input_values"]
-            values = values.numpy() if isinstance(values, torch.Tensor) else values
-            waveform = np.asarray(values, dtype=np.float32).reshape(-1)
-            if len(waveform) < self.min_samples:
-                logger.warning("dropping %s: too short: %d samples (< %d)", name, len(waveform), self.min_samples)
-                return None
-            if not np.isfinite(waveform).all():
-                logger.warning("dropping %s: contains NaN or infinite samples", name)
-                return None
-            return waveform
-        try:
-            return decode_audio(_audio_source(example), self._sampling_rate, min_samples=self.min_samples)
-        except AudioError as error:
-            logger.warning("dropping %s: %s", error.source, error.reason)
-            return None
 
 
 def filter_ctc_dataset(dataset, processor: Wav2Vec2Processor, num_frames: Callable[[int], int],

@@ -18,7 +18,7 @@ Recognised local layouts (a path that exists):
     LibriSpeech root   ``<root>/<split>/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac``
                        + ``<speaker>-<chapter>.trans.txt``; ``split="train-clean-100+train-clean-360"`` joins splits.
                        A folder holding ``LibriSpeech/`` (where the OpenSLR archives unpack, and what
-                       ``hf_wav2vec2.data.synth`` writes) works too.
+                       ``hf_wav2vec2.corpus`` writes) works too.
     split folder       ``<root>/<speaker>/<chapter>/...``: everything under it (``split`` is ignored).
     Libri-light        ``librispeech_finetuning/{1h/{0..5},9h}/{clean,other}/<speaker>/<chapter>/...``, with
                        ``split`` one of LIBRI_LIGHT_SUBSETS: "10min" (fold 0 of 1h), "10min:K" (fold K), "1h"
@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 
 import datasets
 
-from .audio import MIN_SAMPLES, AudioError, audio_info, resampled_length
+from ..configuration import SAMPLING_RATE
+from .audio import AudioError, audio_info, resampled_length
 from .text import normalize_transcript
 
 logger = logging.getLogger("hf_wav2vec2.data")
@@ -75,8 +76,8 @@ def load_speech_dataset(
     split: str | None = None,
     min_duration_s: float | None = None,
     max_duration_s: float | None = None,
-    target_sr: int = 16000,
-    min_samples: int = MIN_SAMPLES,
+    target_sr: int = SAMPLING_RATE,
+    min_samples: int = 1,
     max_channels: int | None = None,
     hub_config: str | None = None,
     hub_kwargs: dict | None = None,
@@ -93,7 +94,8 @@ def load_speech_dataset(
             source that needs one (load separately and ``datasets.concatenate_datasets`` to mix different splits).
         min_duration_s, max_duration_s: drop utterances outside this range (counted and logged).
         target_sr: the rate ``num_samples`` refers to.
-        min_samples: files shorter than this after resampling are skipped (default: the model's receptive field).
+        min_samples: files shorter than this after resampling are skipped; pass the model's receptive field
+            (``config.receptive_field``). The default, 1, only skips files that resample to no sample.
         max_channels: files with more channels are skipped; None accepts any (they are averaged to mono).
         hub_config, hub_kwargs: extra arguments to ``datasets.load_dataset`` for Hub sources.
         audio_column, text_column: column names in a Hub dataset (text: auto-detected when None).
@@ -160,8 +162,8 @@ def from_hf_dataset(
     audio_column: str = "audio",
     text_column: str | None = None,
     id_prefix: str = "utt",
-    target_sr: int = 16000,
-    min_samples: int = MIN_SAMPLES,
+    target_sr: int = SAMPLING_RATE,
+    min_samples: int = 1,
     max_channels: int | None = None,
     report: LoadReport | None = None,
 ) -> datasets.Dataset:

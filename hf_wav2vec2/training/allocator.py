@@ -25,10 +25,11 @@ TUNABLE = "glibc.malloc.hugetlb"
 
 
 def use_huge_pages() -> None:
-    """Re-execute the running script with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` added, once; call it first
-    thing in ``main()``. Does nothing off Linux/glibc or where ``GLIBC_TUNABLES`` already sets
-    ``glibc.malloc.hugetlb`` (``glibc.malloc.hugetlb=0`` opts out). Same process id, arguments and environment
-    otherwise, so launchers (torchrun, accelerate launch) see nothing."""
+    """Re-execute the running script with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` added, once. The training
+    scripts call it right after parsing their arguments (their ``--huge_pages false`` skips it), before anything
+    starts threads, worker processes or torch.distributed. Does nothing off Linux/glibc or where ``GLIBC_TUNABLES``
+    already sets ``glibc.malloc.hugetlb`` (``glibc.malloc.hugetlb=0`` opts out too). Same process id, arguments and
+    environment otherwise, so launchers (torchrun, accelerate launch) see nothing."""
     if sys.platform != "linux" or platform.libc_ver()[0] != "glibc":
         return
     tunables = os.environ.get("GLIBC_TUNABLES", "")

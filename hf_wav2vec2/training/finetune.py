@@ -8,6 +8,8 @@
   normalisation: the summed CTC loss divided by the number of utterances of the whole update, gathered over
   gradient-accumulation steps and processes (fairseq ``sentence_avg: true`` in every fine-tuning recipe).
   Adam's betas (0.9, 0.98) and eps 1e-8 are ``TrainingArguments`` fields (``adam_beta2``, ``adam_epsilon``).
+  A batch without a usable example (the collator returns None) becomes a zero-loss placeholder
+  (:class:`PlaceholderForEmptyBatch`), so that every process of a distributed run still runs the step.
 * :func:`make_compute_metrics` / :func:`argmax_logits`: greedy CTC decoding and WER / CER through ``evaluate``.
 """
 
@@ -22,6 +24,7 @@ from torch.utils.data import DataLoader, Sampler
 from transformers import EvalPrediction, Trainer, TrainerCallback
 
 from ..data.batching import MaxTokensBatchSampler
+from ..decoding import greedy_decode
 from .schedules import tri_stage_lr_lambda
 
 logger = logging.getLogger("hf_wav2vec2.training")
@@ -92,18 +95,11 @@ def argmax_logits(logits: torch.Tensor, labels: torch.Tensor | None = None) -> t
     return logits.argmax(-1)
 
 
-def greedy_decode(processor, predicted_ids: np.ndarray) -> list[str]:
-    """Greedy CTC: collapse repeats, drop blanks, ``|`` -> space. ``predicted_ids`` (B, T), padded with -100
-    (the Trainer's padding across batches), which becomes the blank."""
-    ids = np.where(predicted_ids < 0, processor.tokenizer.pad_token_id, predicted_ids)
-    return processor.batch_decode(ids)
-
-
 def make_compute_metrics(processor, metrics: dict | None = None) -> Callable[[EvalPrediction], dict]:
     """``compute_metrics`` for the Trainer: greedy-decode the argmax ids (see :func:`argmax_logits`), decode the
     labels without collapsing repeats, and return ``{"wer": ..., "cer": ...}`` from the offline ``evaluate``
     metrics of ``hf_wav2vec2.metrics`` (or ``metrics``, a name -> ``evaluate`` module dict). Rows without labels
-    (the collator's placeholder batches) are left out."""
+    (placeholder batches, see :class:`PlaceholderForEmptyBatch`) are left out."""
     if metrics is None:
         from ..metrics import load_metric
 
@@ -113,7 +109,7 @@ def make_compute_metrics(processor, metrics: dict | None = None) -> Callable[[Ev
         predicted = np.asarray(prediction.predictions)
         labels = np.asarray(prediction.label_ids)
         has_labels = (labels >= 0).any(-1)
-        hypotheses = greedy_decode(processor, predicted[has_labels])
+        hypotheses = greedy_decode(predicted[has_labels], processor.tokenizer)
         labels = np.where(labels[has_labels] < 0, processor.tokenizer.pad_token_id, labels[has_labels])
         references = processor.batch_decode(labels, group_tokens=False)  # "LL" in labels is two letters
         return {name: metric.compute(predictions=hypotheses, references=references)
@@ -135,7 +131,8 @@ class CTCTrainer(Trainer):
             ``init_lr_scale``, ``final_lr_scale``); ``args.lr_scheduler_type`` and warm-up fields are not used.
         freeze_finetune_updates: override ``model.config.freeze_finetune_updates``.
 
-    The model must use ``ctc_loss_reduction="sum"``: the trainer normalises by the utterance count itself.
+    The model must use ``ctc_loss_reduction="sum"``: the trainer normalises by the utterance count itself. The data
+    collator is wrapped in :class:`PlaceholderForEmptyBatch`: a None batch becomes a zero-loss placeholder.
     """
 
     loss_is_scaled_for_ga = True  # compute_loss divides by the utterances of the whole update
@@ -155,6 +152,8 @@ class CTCTrainer(Trainer):
         if reduction != "sum":
             raise ValueError(f"CTCTrainer normalises the summed CTC loss by the utterance count (fairseq "
                              f"sentence_avg); load the model with ctc_loss_reduction='sum', got {reduction!r}")
+        # every dataloader (train, eval, max_tokens or the Trainer's own) collates through self.data_collator
+        self.data_collator = PlaceholderForEmptyBatch(self.data_collator, self.model.config.receptive_field)
 
     # 1. tri-stage LR (section 4)
     def create_scheduler(self, num_training_steps: int, optimizer=None):
@@ -180,7 +179,7 @@ class CTCTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"]
         outputs = model(**inputs)
-        has_labels = (labels >= 0).any(-1)  # (B,) False only in the collator's placeholder batch
+        has_labels = (labels >= 0).any(-1)  # (B,) False only in the placeholder batch (PlaceholderForEmptyBatch)
         if num_items_in_batch is None:  # evaluation: this batch alone
             num_items_in_batch = has_labels.sum()
         loss = outputs.loss / torch.as_tensor(num_items_in_batch, device=outputs.loss.device).clamp_min(1)
@@ -192,16 +191,16 @@ class CTCTrainer(Trainer):
 
     # 3. evaluation: frames past an utterance's end decode as blank
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        loss, logits, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
-        mask = inputs.get("attention_mask")
-        if isinstance(logits, torch.Tensor) and logits.dim() == 3 and mask is not None:
-            # The padded frames of a batch carry outputs too; greedy decoding would read them as speech.
-            frames = self.accelerator.unwrap_model(model).num_frames(mask.long().sum(-1))  # (B,)
-            padded = torch.arange(logits.shape[1], device=logits.device)[None, :] >= frames[:, None]  # (B, T)
-            blank = torch.full_like(logits[0, 0], torch.finfo(logits.dtype).min)
-            blank[self.model.config.pad_token_id] = 0.0
-            logits = torch.where(padded[..., None], blank, logits)
-        return loss, logits, labels
+        loss, outputs, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
+        if outputs is None:  # prediction_loss_only
+            return loss, outputs, labels
+        # The Trainer returns every non-loss field of W2V2CTCOutput, in order: logits (B, T, V), frame_lengths (B,).
+        logits, frame_lengths = outputs[:2]
+        # The padded frames of a batch carry outputs too; greedy decoding would read them as speech.
+        padded = torch.arange(logits.shape[1], device=logits.device)[None, :] >= frame_lengths[:, None]  # (B, T)
+        blank = torch.full_like(logits[0, 0], torch.finfo(logits.dtype).min)
+        blank[self.model.config.pad_token_id] = 0.0
+        return loss, torch.where(padded[..., None], blank, logits), labels
 
     # 4. batches by total audio (fairseq max_tokens)
     def get_train_dataloader(self) -> DataLoader:
@@ -237,6 +236,28 @@ class CTCTrainer(Trainer):
             prefetch_factor=self.args.dataloader_prefetch_factor if num_workers > 0 else None,
         )
         return self.accelerator.prepare(loader)
+
+
+class PlaceholderForEmptyBatch:
+    """The data collator, with a placeholder in place of the None it returns for a batch without a usable example.
+
+    The Trainer cannot skip a batch: in a distributed run every process must run each step, or the others wait for
+    it. The placeholder is one silent utterance of ``num_samples`` (the model's receptive field: exactly one frame)
+    without labels, ``{"input_values": (1, L) float32, "attention_mask": (1, L) long, "labels": (1, 1) -100}``;
+    :meth:`CTCTrainer.compute_loss` gives it zero loss.
+    """
+
+    def __init__(self, collator: Callable, num_samples: int):
+        self.collator = collator
+        self.num_samples = num_samples
+
+    def __call__(self, examples: list) -> dict[str, torch.Tensor]:
+        batch = self.collator(examples)
+        if batch is not None:
+            return batch
+        return {"input_values": torch.zeros(1, self.num_samples, dtype=torch.float32),
+                "attention_mask": torch.ones(1, self.num_samples, dtype=torch.long),
+                "labels": torch.full((1, 1), -100, dtype=torch.long)}
 
 
 class EvenBatches(Sampler[list[int]]):

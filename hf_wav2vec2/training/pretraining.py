@@ -1,4 +1,5 @@
-"""One pretraining update and the validation pass, shared by ``train_pretrain.py`` and the tests.
+"""One pretraining update, the validation pass and the checkpoint folders, shared by ``train_pretrain.py`` and the
+tests.
 
 Normalisation happens here, once: the losses the model returns are sums over masked frames; after the backward of
 every micro-batch of an update, gradients are multiplied by ``world_size / n`` where ``n`` is the masked-frame count
@@ -10,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import shutil
 from dataclasses import dataclass, field
 
 import torch
 
 from ..configuration import SAMPLING_RATE
 from .schedules import gumbel_temperature
-
 
 
 @dataclass
@@ -141,3 +143,26 @@ def validate(accelerator, model, dataloader, *, seed: int = 0) -> dict:
     model.train()
     n = max(sums[2].item(), 1.0)
     return {"val_contrastive_loss": sums[0].item() / n, "val_accuracy": sums[1].item() / n}
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+def latest_checkpoint(folder: str) -> str | None:
+    """The newest complete checkpoint: only fully written ones are renamed to checkpoint-<step>."""
+    if not os.path.isdir(folder):
+        return None
+    steps = [int(n.split("-")[1]) for n in os.listdir(folder) if n.startswith("checkpoint-") and n[11:].isdigit()]
+    return os.path.join(folder, f"checkpoint-{max(steps)}") if steps else None
+
+
+def save_checkpoint(accelerator, folder: str, step: int, keep: int) -> None:
+    """Write to a temporary folder, then rename: a run killed while saving leaves the previous checkpoint usable."""
+    final = os.path.join(folder, f"checkpoint-{step}")
+    partial = os.path.join(folder, f"partial-{step}")
+    accelerator.save_state(partial)
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        os.replace(partial, final)
+        done = sorted((int(n.split("-")[1]) for n in os.listdir(folder) if n.startswith("checkpoint-")), reverse=True)
+        for old in done[keep:]:
+            shutil.rmtree(os.path.join(folder, f"checkpoint-{old}"), ignore_errors=True)
+    accelerator.wait_for_everyone()

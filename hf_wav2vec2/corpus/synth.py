@@ -1,30 +1,12 @@
-"""The default corpus: English speech synthesised with espeak-ng, written in the LibriSpeech layout.
+"""The generator of the synthetic corpus: plan (speakers, sentences, per-utterance settings), synthesis of each
+(split, speaker) shard in a fresh process, phone timings, transcripts and the summary.
 
-    python -m hf_wav2vec2.data.synth --output_dir data/synth    # 6 voices; 45 min train, 7 min dev, 7 min test
-    python -m hf_wav2vec2.data.synth --output_dir DIR --num_speakers 4 --utterances_per_split 40,8,8 --seed 1
-
-writes
-
-    DIR/LibriSpeech/{train-clean,dev-clean,test-clean}/<speaker>/<chapter>/<speaker>-<chapter>-<utt>.flac
-                                                         .../<speaker>-<chapter>.trans.txt
-                                                         .../<speaker>-<chapter>-<utt>.phones.tsv
-    DIR/LibriSpeech/SPEAKERS.TXT, DIR/LibriSpeech/corpus.json (every setting, per-speaker voice, totals)
-
-which ``load_speech_dataset("DIR", split="train-clean")`` reads. Audio is 16 kHz mono 16-bit FLAC. Speakers are
-espeak voices and variants (US, British, Scottish, Caribbean ... male and female) with their own speaking rate,
-pitch and intonation range, varied a little per utterance. Sentences come from ``sentences.txt`` (King James Bible
-clauses with a 400-word vocabulary, see ``make_sentences.py``). Every speaker appears in every split; dev and test
-use sentences never used in train, chosen so that all their words occur in the train sentences (closed vocabulary).
-
-``*.phones.tsv`` holds the phoneme timings espeak reports, one ``start_s<TAB>end_s<TAB>phone`` line per phone
-(``read_phones``), with espeak's ASCII phoneme mnemonics, stress marks removed and pauses as "sil": for checking
-which phones the quantizer's codes stand for (paper Fig. 3).
+See the package docstring (``hf_wav2vec2.corpus``) for the layout written and the command line.
 
 Reproducible: the same seed and sizes give byte-identical files. espeak-ng carries state from one utterance to the
-next, so each (split, speaker) shard is synthesised in a fresh process, in a fixed order, whatever ``--num_workers``.
+next, so each (split, speaker) shard is synthesised in a fresh process, in a fixed order, whatever ``num_workers``.
 """
 
-import argparse
 import json
 import logging
 import multiprocessing
@@ -38,11 +20,11 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-from .text import normalize_transcript
+from ..configuration import SAMPLING_RATE
+from ..data.text import normalize_transcript
 
-logger = logging.getLogger("hf_wav2vec2.data")
+logger = logging.getLogger("hf_wav2vec2.corpus")
 
-SAMPLE_RATE = 16000
 SPLITS = ("train-clean", "dev-clean", "test-clean")
 # Ordered so that the first speakers have the most standard accents: a small --num_speakers stays easy to learn.
 VOICES = (
@@ -199,16 +181,16 @@ def _synthesize_shard(job: tuple[str, list[Utterance], float]) -> list[dict]:
             results.append({"utt_id": utt.utt_id, "error": str(error)})
             continue
         # espeak speaks at 22.05 kHz; resampling keeps the phone times (in seconds) valid.
-        speech = soxr.resample(waveform, synthesizer.sample_rate, SAMPLE_RATE, quality="HQ")
+        speech = soxr.resample(waveform, synthesizer.sample_rate, SAMPLING_RATE, quality="HQ")
         speech *= utt.peak / max(float(np.abs(speech).max()), 1e-6)
-        lead, trail = round(utt.lead_s * SAMPLE_RATE), round(utt.trail_s * SAMPLE_RATE)
+        lead, trail = round(utt.lead_s * SAMPLING_RATE), round(utt.trail_s * SAMPLING_RATE)
         audio = np.concatenate([np.zeros(lead, np.float32), speech, np.zeros(trail, np.float32)])
         # A faint noise floor (about -60 dBFS): real recordings never hold exact digital silence.
         audio += noise_level * np.random.default_rng(utt.seed).standard_normal(len(audio)).astype(np.float32)
-        sf.write(os.path.join(folder, f"{utt.utt_id}.flac"), np.clip(audio, -1.0, 1.0), SAMPLE_RATE,
+        sf.write(os.path.join(folder, f"{utt.utt_id}.flac"), np.clip(audio, -1.0, 1.0), SAMPLING_RATE,
                  format="FLAC", subtype="PCM_16")
-        duration = len(audio) / SAMPLE_RATE
-        phones = clean_phones(phonemes, synthesizer.sample_rate, lead / SAMPLE_RATE, duration)
+        duration = len(audio) / SAMPLING_RATE
+        phones = clean_phones(phonemes, synthesizer.sample_rate, lead / SAMPLING_RATE, duration)
         with open(os.path.join(folder, f"{utt.utt_id}.phones.tsv"), "w", encoding="utf-8") as handle:
             handle.writelines(f"{start:.4f}\t{end:.4f}\t{phone}\n" for start, end, phone in phones)
         results.append({"utt_id": utt.utt_id, "duration": duration, "num_phones": len(phones),
@@ -288,9 +270,9 @@ def synthesize_corpus(
         "num_speakers": num_speakers,
         "utterances_per_split": list(utterances_per_split),
         "noise_level": noise_level,
-        "sentences_file": sentences_file or "hf_wav2vec2/data/sentences.txt",
+        "sentences_file": sentences_file or "hf_wav2vec2/corpus/sentences.txt",
         "espeak_ng": espeak_version,
-        "sample_rate": SAMPLE_RATE,
+        "sample_rate": SAMPLING_RATE,
         "speakers": [asdict(speaker) for speaker in speakers],
         "splits": {split: {**v, "minutes": round(v["seconds"] / 60, 2), "seconds": round(v["seconds"], 2)}
                    for split, v in per_split.items()},
@@ -302,36 +284,3 @@ def synthesize_corpus(
     logger.info("wrote %s in %.1f s: %s", root, time.perf_counter() - start_time,
                 ", ".join(f"{s} {v['utterances']} utt {v['minutes']} min" for s, v in summary["splits"].items()))
     return summary
-
-
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--output_dir", required=True, help="the corpus goes to OUTPUT_DIR/LibriSpeech")
-    parser.add_argument("--num_speakers", type=int, default=6, help=f"1..{len(VOICES)} distinct voices")
-    parser.add_argument("--utterances_per_split", default=",".join(map(str, DEFAULT_UTTERANCES)),
-                        help="TRAIN,DEV,TEST utterance counts, or one count for all three")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--num_workers", type=int, default=min(2, os.cpu_count() or 1))
-    parser.add_argument("--noise_level", type=float, default=1e-3, help="std of the added white noise floor")
-    parser.add_argument("--sentences", default=None, help="a sentence file (one per line) instead of the shipped one")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing OUTPUT_DIR/LibriSpeech")
-    args = parser.parse_args(argv)
-    counts = [int(c) for c in args.utterances_per_split.split(",")]
-    if len(counts) == 1:
-        counts *= 3
-    if len(counts) != 3 or min(counts) < 0:
-        parser.error("--utterances_per_split takes TRAIN,DEV,TEST (or one count), all >= 0")
-    if not 1 <= args.num_speakers:
-        parser.error("--num_speakers must be >= 1")
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    start = time.perf_counter()
-    summary = synthesize_corpus(args.output_dir, num_speakers=args.num_speakers, utterances_per_split=tuple(counts),
-                                seed=args.seed, num_workers=args.num_workers, noise_level=args.noise_level,
-                                sentences_file=args.sentences, overwrite=args.overwrite)
-    print(json.dumps({"wall_s": round(time.perf_counter() - start, 1), "splits": summary["splits"],
-                      "speakers": [s["voice"] for s in summary["speakers"]], "skipped": len(summary["skipped"])},
-                     indent=2))
-
-
-if __name__ == "__main__":
-    main()

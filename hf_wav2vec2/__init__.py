@@ -5,7 +5,7 @@ Importing the package registers the classes with the transformers Auto classes (
 
 from transformers import AutoConfig, AutoModel, AutoModelForCTC, AutoModelForPreTraining
 
-from .configuration import W2V2Config
+from .configuration import W2V2Config, check_model_path
 from .feature_encoder import num_frames
 from .modeling import (
     W2V2BaseModelOutput,
@@ -30,6 +30,6 @@ W2V2ForCTC.register_for_auto_class("AutoModelForCTC")
 
 __all__ = [
     "W2V2BaseModelOutput", "W2V2CTCOutput", "W2V2Config", "W2V2ForCTC", "W2V2ForPreTraining",
-    "W2V2ForPreTrainingOutput", "W2V2Model", "W2V2PreTrainedModel", "num_frames",
+    "W2V2ForPreTrainingOutput", "W2V2Model", "W2V2PreTrainedModel", "check_model_path", "num_frames",
 ]
 __version__ = "0.1.0"

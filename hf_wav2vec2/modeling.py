@@ -6,7 +6,11 @@ Parameter names and shapes are those of the official Hugging Face checkpoints, s
 
 from __future__ import annotations
 
+import glob
+import json
 import math
+import os
+import struct
 from dataclasses import dataclass
 
 import torch
@@ -15,7 +19,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .configuration import W2V2Config
+from .configuration import W2V2Config, check_model_path
 from .feature_encoder import ConvLayer, FeatureEncoder, FeatureProjection, frame_mask, num_frames
 from .losses import (
     contrastive_logits,
@@ -98,12 +102,56 @@ class W2V2CTCOutput(ModelOutput):
 
 
 # -------------------------------------------------------------------------------------------------- base class
+# Parameters a folder may legitimately lack: the heads (a pretraining folder has no CTC projection, a fine-tuned one no
+# quantizer) and the mask embedding (official folders carry it only when their config masks).
+HEAD_PREFIXES = ("lm_head.", "quantizer.", "project_q.", "project_hid.")
+OPTIONAL_BASE_PARAMETERS = ("masked_spec_embed",)
+
+
 class W2V2PreTrainedModel(PreTrainedModel):
     config_class = W2V2Config
     base_model_prefix = "wav2vec2"
     main_input_name = "input_values"
     supports_gradient_checkpointing = True
     _supports_sdpa = True
+
+    # ------------------------------------------------------------------------------------------------ loading
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """transformers' loader plus what it leaves to warnings or to silence:
+
+        1. a missing local folder is reported as missing, not as a Hub problem (``check_model_path``);
+        2. a damaged safetensors file is named in the error;
+        3. weights that do not fit the model (a base-model parameter missing or of the wrong shape, e.g. a fairseq
+           state dict or another architecture) raise instead of leaving a randomly initialised encoder; only the
+           heads (``lm_head``, quantizer, ``project_q``, ``project_hid``) and ``masked_spec_embed`` may be missing;
+        4. NaN or infinite weights after loading raise, naming the file.
+        """
+        check_model_path(pretrained_model_name_or_path)
+        want_info = kwargs.pop("output_loading_info", False)
+        try:
+            model, info = super().from_pretrained(pretrained_model_name_or_path, *model_args,
+                                                  output_loading_info=True, **kwargs)
+        except Exception as error:
+            # safetensors' own error names no file (this code may run where safetensors is not importable by name)
+            if type(error).__name__ != "SafetensorError":
+                raise
+            files = _weight_files(pretrained_model_name_or_path, kwargs.get("subfolder", ""))
+            damaged = [f for f in files if _safetensors_problem(f)] or files or [str(pretrained_model_name_or_path)]
+            raise OSError(f"damaged safetensors file {', '.join(damaged)}: {error}") from error
+        source = ", ".join(_weight_files(pretrained_model_name_or_path, kwargs.get("subfolder", ""))) \
+            or str(pretrained_model_name_or_path)
+        _check_loaded_weights(model, info, source)
+        return (model, info) if want_info else model
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """transformers' ``save_pretrained``; the folder's ``auto_map`` names AutoConfig, AutoModel and this head's
+        Auto class (transformers itself writes only the config's and the saved class's)."""
+        if self._auto_class is not None:
+            module = type(self).__module__.rsplit(".", 1)[-1]
+            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}),
+                                    "AutoModel": f"{module}.W2V2Model"}
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False):
         # transformers skips container modules without direct parameters (ConvLayer, FeatureProjection, ...) for
@@ -167,6 +215,60 @@ class W2V2PreTrainedModel(PreTrainedModel):
 
     def _base(self) -> W2V2Model:
         return self if isinstance(self, W2V2Model) else self.wav2vec2
+
+
+def _weight_files(name_or_path, subfolder: str = "") -> list[str]:
+    """The weight files of a local model folder (safetensors, else PyTorch .bin), or [] for a Hub id."""
+    folder = os.path.join(os.fspath(name_or_path), subfolder or "")
+    if not os.path.isdir(folder):
+        return []
+    files = sorted(glob.glob(os.path.join(folder, "*.safetensors")))
+    return files or sorted(glob.glob(os.path.join(folder, "*.bin")))
+
+
+def _safetensors_problem(path: str) -> str | None:
+    """What is wrong with a safetensors file's framing (8-byte header size, JSON header, data length), or None.
+    Checked with the standard library so that the error can say which of several files is damaged."""
+    try:
+        with open(path, "rb") as handle:
+            size = os.fstat(handle.fileno()).st_size
+            (header_len,) = struct.unpack("<Q", handle.read(8))
+            if header_len > size - 8:
+                return "header longer than the file"
+            header = json.loads(handle.read(header_len))
+        ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
+        if 8 + header_len + max(ends, default=0) != size:
+            return "data does not match the header's offsets"
+    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error) as error:
+        return str(error) or type(error).__name__
+    return None
+
+
+def _check_loaded_weights(model: PreTrainedModel, info: dict, source: str) -> None:
+    """Raise when the loaded weights cannot be trusted (see ``W2V2PreTrainedModel.from_pretrained``)."""
+    not_loaded = set(info.get("missing_keys", ())) | {
+        m[0] if isinstance(m, (tuple, list)) else m for m in info.get("mismatched_keys", ())}
+    base_missing = sorted(k for k in not_loaded
+                          if not k.startswith(HEAD_PREFIXES) and k.rsplit(".", 1)[-1] not in OPTIONAL_BASE_PARAMETERS)
+    if base_missing:
+        unexpected = sorted(info.get("unexpected_keys", ()))
+        fairseq = any(k.startswith(("w2v_encoder.", "post_extract_proj", "encoder.pos_conv.0", "mask_emb"))
+                      or ".self_attn." in k for k in unexpected)
+        hint = (" These look like fairseq names: convert the checkpoint with `python -m hf_wav2vec2.convert_fairseq "
+                "--checkpoint CKPT.pt --output_dir DIR`." if fairseq else "")
+        unused = (f"; {len(unexpected)} weights in the file are not used ({', '.join(unexpected[:5])}"
+                  f"{', ...' if len(unexpected) > 5 else ''})" if unexpected else "")
+        raise ValueError(
+            f"the weights in {source} do not fit {type(model).__name__}: {len(base_missing)} of its "
+            f"{len(model.state_dict())} parameters are missing or of another shape ({', '.join(base_missing[:5])}"
+            f"{', ...' if len(base_missing) > 5 else ''}){unused}. Loading would leave them randomly "
+            f"initialised.{hint}")
+    bad = [name for name, tensor in model.state_dict().items()
+           if tensor.is_floating_point() and name not in not_loaded and not bool(torch.isfinite(tensor).all())]
+    if bad:
+        raise ValueError(f"the weights in {source} contain NaN or infinite values in {len(bad)} tensors "
+                         f"({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''}): the file is damaged or the "
+                         "training diverged")
 
 
 # ------------------------------------------------------------------------------------------------------- model
@@ -345,6 +447,23 @@ class W2V2ForPreTraining(W2V2PreTrainedModel):
             num_masked=num_masked, projected_states=context, projected_quantized_states=targets, logits=logits,
             mask_time_indices=mask, hidden_states=out.hidden_states,
         )
+
+    def code_ids(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """The quantizer's codes of every frame, as the codebook analysis of the paper's Figure 3 reads them.
+
+        input_values: (B, L); attention_mask: (B, L). Returns (B, T, G) long: per frame the entry each of the G
+        codebooks picks without Gumbel noise (the eval-mode choice), from the unmasked latents; -1 at padded
+        frames. Runs the feature encoder and the quantizer only, not the context network.
+        """
+        base = self.wav2vec2
+        lengths = base._check_inputs(input_values, attention_mask)
+        features = base.feature_extractor(input_values, lengths).transpose(1, 2)  # (B, T, C)
+        _, normed = base.feature_projection(features)  # (B, T, C): what the quantizer reads in forward
+        batch, t, channels = normed.shape
+        codes = self.quantizer.code_ids(normed.reshape(batch * t, channels)).view(batch, t, -1)  # (B, T, G)
+        if lengths is not None:
+            codes = codes.masked_fill(~frame_mask(self.num_frames(lengths), t)[..., None], -1)
+        return codes
 
     @staticmethod
     def _masked_rows(mask: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:

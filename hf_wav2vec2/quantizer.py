@@ -37,10 +37,18 @@ class GumbelQuantizer(nn.Module):
         self.codevectors = nn.Parameter(torch.empty(1, num_groups * num_vars, codevector_dim // num_groups))
         self.temperature = 2.0  # annealed by the training loop (training.schedules.gumbel_temperature)
 
+    def _logits(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, C) -> (N, G, V) fp32: Gumbel noise and softmax in half precision lose the small differences that
+        pick the code."""
+        return self.weight_proj(features).float().view(features.shape[0], self.num_groups, self.num_vars)
+
+    def code_ids(self, features: torch.Tensor) -> torch.Tensor:
+        """(N, C) -> (N, G) long: the entry each codebook picks without Gumbel noise (the eval-mode choice)."""
+        return self._logits(features).argmax(-1)
+
     def forward(self, features: torch.Tensor) -> QuantizerOutput:
         n = features.shape[0]
-        # fp32 logits: Gumbel noise and softmax in half precision lose the small differences that pick the code.
-        logits = self.weight_proj(features).float().view(n, self.num_groups, self.num_vars)  # (N, G, V)
+        logits = self._logits(features)  # (N, G, V)
         code_ids = logits.argmax(-1)  # (N, G)
         book = self.codevectors.view(self.num_groups, self.num_vars, -1)  # (G, V, d/G)
 

@@ -250,18 +250,52 @@ class KenLMBeamSearchDecoder:
 
     def __call__(self, logits: torch.Tensor, lengths: torch.Tensor | None = None) -> list[str]:
         """logits: (B, T, V) (log-softmax is taken here, in fp32); lengths: (B,) real frames. One string per item."""
+        return [text for text, _, _ in self._decode(logits, lengths)]
+
+    def decode_with_word_frames(self, logits: torch.Tensor, lengths: torch.Tensor | None = None
+                                ) -> list[tuple[str, list[tuple[str, tuple[int, int]]]]]:
+        """Like ``__call__``, with the frames of each word: one ``(text, [(word, (first frame, end frame)), ...])``
+        per item, the end exclusive (the frames of the word's first to last token on the best path)."""
+        return [(text, word_frames) for text, word_frames, _ in self._decode(logits, lengths)]
+
+    def decode_beams(self, logits, **_) -> list[tuple]:
+        """pyctcdecode's ``BeamSearchDecoderCTC.decode_beams`` interface, which transformers' ASR pipeline calls on
+        its ``decoder`` (``pipeline("automatic-speech-recognition", model=..., decoder=this)``). logits: (T, V)
+        (an array or tensor). Returns the best beam only, as ``[(text, None, word frames, score, score)]``;
+        decoding options are set when the decoder is built, so pyctcdecode's (``beam_width``, ...) are ignored."""
+        ((text, word_frames, score),) = self._decode(torch.as_tensor(logits)[None])
+        return [(text, None, word_frames, score, score)]
+
+    def _decode(self, logits: torch.Tensor, lengths: torch.Tensor | None = None):
+        """(text, word frames, score) of the best beam of each item."""
         if logits.shape[-1] != len(self.tokens):
             raise ValueError(f"logits have {logits.shape[-1]} classes but the decoder {len(self.tokens)} tokens")
         emissions = F.log_softmax(logits.detach().float(), dim=-1).cpu().contiguous()  # (B, T, V)
         batch, t, v = emissions.shape
         lengths = lengths.tolist() if lengths is not None else [t] * batch
-        texts = []
+        decoded = []
         for b in range(batch):
             # flashlight reads a (T, V) row-major float32 block at this address
             pointer = emissions.data_ptr() + b * emissions.stride(0) * emissions.element_size()
             best = self.decoder.decode(pointer, int(lengths[b]), v)[0]
-            texts.append(self._text(best))
-        return texts
+            text = self._text(best)
+            decoded.append((text, list(zip(text.split(), self._word_spans(best.tokens))), float(best.score)))
+        return decoded
+
+    def _word_spans(self, path) -> list[tuple[int, int]]:
+        """(first, end) frames of each run of letters between word delimiters on a best path. flashlight's path has
+        one entry per frame plus a sentinel at each end."""
+        spans, first, end = [], None, None
+        for frame, token in enumerate(list(path)[1:-1]):
+            if token == self.delimiter and first is not None:
+                spans.append((first, end))
+                first = None
+            elif token != self.delimiter and token != self.blank and 0 <= token < len(self.tokens):
+                first = frame if first is None else first
+                end = frame + 1
+        if first is not None:
+            spans.append((first, end))
+        return spans
 
     def _text(self, result) -> str:
         if self.words is not None:

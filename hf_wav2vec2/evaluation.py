@@ -1,6 +1,7 @@
 """Evaluation of a CTC model on a dataset: transcripts of every utterance by each decoder, and corpus WER / CER.
 
 - :func:`transcribe_dataset`: logits for every row of a ``load_speech_dataset`` dataset, decoded by each decoder.
+- :func:`chunked_logits`: the logits of one long utterance, computed chunk by chunk.
 - :func:`error_rates`: corpus WER and CER with the package's offline ``evaluate`` metrics.
 """
 
@@ -11,6 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from .data import AudioDataset
 from .decoding import output_frame_lengths
@@ -26,9 +28,17 @@ def transcribe_dataset(
     batch_size: int = 8,
     num_workers: int = 0,
     device: str | torch.device = "cpu",
+    max_duration_s: float | None = None,
+    progress: bool = False,
 ) -> Iterable[dict]:
     """Yield ``{"id", "reference", <decoder name>: hypothesis, ...}`` for every decodable row of a
     ``load_speech_dataset`` dataset (rows are batched longest first, so the largest batch comes first).
+
+    max_duration_s: an utterance longer than this runs alone, through :func:`chunked_logits` in chunks of this
+    length (a sixth of it as context on each side), and its joined logits are decoded as one: memory is that of
+    one such chunk, however long the file. None: every utterance in one pass.
+
+    progress: a tqdm progress bar over the batches (on stderr).
 
     decoders: name -> ``f(logits (B, T, V), frame lengths (B,)) -> texts``, e.g.
     ``{"greedy": lambda logits, lengths: greedy_decode(logits.argmax(-1), tokenizer, lengths)}``. The feature
@@ -50,23 +60,62 @@ def transcribe_dataset(
                                   padding=True, return_attention_mask=True, return_tensors="pt")
         return items, batch
 
-    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    # each long utterance makes a batch of its own, the others are batched as they come
+    max_samples = int(max_duration_s * feature_extractor.sampling_rate) if max_duration_s else None
+    num_samples = dataset["num_samples"]
+    long = [i for i in order if max_samples is not None and num_samples[i] > max_samples]
+    rest = [i for i in order if max_samples is None or num_samples[i] <= max_samples]
+    batches = [[i] for i in long] + [rest[i:i + batch_size] for i in range(0, len(rest), batch_size)]
     loader = torch.utils.data.DataLoader(audio, batch_sampler=batches, collate_fn=collate, num_workers=num_workers)
     model.eval()
     dtype = next(model.parameters()).dtype
-    for packed in loader:
+    for packed in tqdm(loader, desc="transcribing", unit="batch", disable=not progress):
         if packed is None:
             continue
         items, batch = packed
         inputs = batch["input_values"].to(device, dtype=dtype)
-        mask = batch["attention_mask"].to(device) if use_mask else None
-        with torch.inference_mode():
-            outputs = model(inputs, attention_mask=mask)
-        logits = outputs.logits.float()  # (B, T, V)
-        frames = output_frame_lengths(model, outputs, batch["attention_mask"].sum(-1))  # (B,)
+        if max_samples is not None and inputs.shape[-1] > max_samples:  # one long utterance, unpadded
+            logits = chunked_logits(model, inputs, max_samples).float()  # (1, T, V)
+            frames = torch.tensor([logits.shape[1]])
+        else:
+            mask = batch["attention_mask"].to(device) if use_mask else None
+            with torch.inference_mode():
+                outputs = model(inputs, attention_mask=mask)
+            logits = outputs.logits.float()  # (B, T, V)
+            frames = output_frame_lengths(model, outputs, batch["attention_mask"].sum(-1))  # (B,)
         texts = {name: decode(logits, frames) for name, decode in decoders.items()}
         for i, item in enumerate(items):
             yield {"id": item["id"], "reference": item["text"], **{name: texts[name][i] for name in decoders}}
+
+
+def chunked_logits(model, input_values: torch.Tensor, chunk_samples: int,
+                   stride_samples: int | None = None) -> torch.Tensor:
+    """The (1, T, V) logits of one long utterance (input_values: (1, L), normalised already), computed chunk by
+    chunk: the frames of one pass, T = the model's frame count for L, each taken from a chunk that holds at least
+    ``stride_samples`` (default: a sixth of the chunk) of context on both sides of it (less at the ends of the
+    utterance). Chunks start on multiples of the model's hop (``inputs_to_logits_ratio``), so that their frames are
+    frames of the whole utterance; the last chunk ends at the utterance's end. A model whose frames see less than the
+    stride gives exactly the logits of one pass."""
+    hop = model.config.inputs_to_logits_ratio
+    length = input_values.shape[-1]
+    chunk = max(hop, chunk_samples // hop * hop)
+    stride = (stride_samples if stride_samples is not None else chunk // 6) // hop * hop
+    if chunk <= 2 * stride:
+        raise ValueError(f"chunks of {chunk} samples leave nothing between strides of {stride} samples")
+    pieces, next_frame, start = [], 0, 0  # next_frame: the first frame of the utterance not taken yet
+    with torch.inference_mode():
+        while True:
+            is_last = start + chunk >= length
+            logits = model(input_values[:, start:start + chunk]).logits  # (1, t, V)
+            first = start // hop  # the utterance's frame of the chunk's frame 0
+            end = first + logits.shape[1] if is_last else first + (chunk - stride) // hop
+            pieces.append(logits[:, next_frame - first:end - first])
+            if is_last:
+                return torch.cat(pieces, dim=1)  # (1, T, V)
+            next_frame = end
+            start += chunk - 2 * stride
+            if start + chunk >= length:  # the last chunk: a whole one, ending at the utterance's end
+                start = min(start, -(-(length - chunk) // hop) * hop)
 
 
 def error_rates(references: Sequence[str], predictions: Sequence[str]) -> dict[str, float]:

@@ -31,6 +31,7 @@ from hf_wav2vec2.data import (
     resampled_length,
 )
 from hf_wav2vec2.data.ctc import CTCCollator, build_processor, build_vocabulary
+from hf_wav2vec2.data.text import LIBRISPEECH
 from hf_wav2vec2.feature_encoder import num_frames
 
 
@@ -302,7 +303,10 @@ def test_hub_source_maps_to_the_schema_with_bytes(tmp_path, monkeypatch, caplog)
     # from_hf_dataset alone, with ids made up when the dataset has none.
     alone = from_hf_dataset(hub.remove_columns("id").rename_column("audio", "speech").shuffle(seed=0), id_prefix="x",
                             audio_column="speech")
-    assert alone.column_names[-1] == "audio" and [r["text"] for r in alone] == ["HELLO THERE"]
+    # a dataset without a name: the any-language default (NFC, lower case), unless told otherwise
+    assert alone.column_names[-1] == "audio" and [r["text"] for r in alone] == ["hello there"]
+    english = from_hf_dataset(hub.remove_columns("id"), normalizer=LIBRISPEECH)
+    assert [r["text"] for r in english] == ["HELLO THERE"]
 
 
 # ----------------------------------------------------------------------------------------------------- batching

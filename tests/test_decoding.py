@@ -108,6 +108,20 @@ def test_batch_decoding_respects_lengths(tokenizer, cat_logits, tmp_path):
     assert decoder(batch, lengths) == ["THE CAT SAT", "THE CAT"]
 
 
+def test_word_frames_and_the_pyctcdecode_interface(tokenizer, cat_logits, tmp_path):
+    """emissions() gives each letter one frame and a blank after it: T0 H2 E4 |6 C8 A10 T12 |14 S16 A18 T20, so the
+    words span frames [0, 5), [8, 13) and [16, 21) (end exclusive), for the word LM and the character LM alike."""
+    pytest.importorskip("flashlight.lib.text")
+    expected = [("THE", (0, 5)), ("CAT", (8, 13)), ("SAT", (16, 21))]
+    for name, arpa_text in (("words.arpa", WORD_BIGRAM_ARPA), ("chars.arpa", CHAR_BIGRAM_ARPA)):
+        (tmp_path / name).write_text(arpa_text)
+        decoder = KenLMBeamSearchDecoder.from_tokenizer(tokenizer, tmp_path / name, beam_size=10, lm_weight=1.0)
+        assert decoder.decode_with_word_frames(cat_logits) == [("THE CAT SAT", expected)]
+        # what transformers' pipeline reads from a pyctcdecode decoder: beams[0][0] text, beams[0][2] word frames
+        beams = decoder.decode_beams(cat_logits[0].numpy())
+        assert len(beams) == 1 and beams[0][0] == "THE CAT SAT" and beams[0][2] == expected
+
+
 def test_greedy_decode_reads_negative_ids_as_blank(tokenizer, cat_logits):
     """The Trainer pads predictions of shorter batches with -100: the same text as the unpadded ids."""
     ids = cat_logits.argmax(-1)  # (1, T)

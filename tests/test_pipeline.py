@@ -24,9 +24,9 @@ from transformers import (
 from hf_wav2vec2 import W2V2Config, W2V2ForCTC
 from hf_wav2vec2.cli import transcribe
 from hf_wav2vec2.data import decode_audio
-from hf_wav2vec2.decoding import greedy_decode
+from hf_wav2vec2.decoding import KenLMBeamSearchDecoder, greedy_decode
 from hf_wav2vec2.hub import save_hub_folder
-from hf_wav2vec2.pipeline import SpeechRecognitionPipeline, asr_pipeline, load_audio
+from hf_wav2vec2.pipeline import DEFAULT_MAX_DURATION_S, SpeechRecognitionPipeline, asr_pipeline, load_audio
 
 FRAME_S = 0.02  # 320 samples at 16 kHz
 # The real conv geometry (400-sample field, 320-sample hop) at a CPU-friendly width.
@@ -211,6 +211,79 @@ def test_real_recordings_of_every_format(folder):
         assert len(out["text"].replace(" ", "")) <= frames  # at most one letter per frame
 
 
+def test_inputs_longer_than_max_duration_are_chunked_unless_the_caller_chose(frame_local_folder, long_file):
+    """8 s of audio with max_duration_s=3: chunks of 3 s (strides of 0.5 s) without asking, the text of one pass."""
+    asr = asr_pipeline(str(frame_local_folder), max_duration_s=3)
+    calls = []
+    asr.model.register_forward_hook(lambda module, args, kwargs, output: calls.append(kwargs["input_values"].shape[-1]),
+                                    with_kwargs=True)
+    audio = load_audio(long_file)["raw"][: 16000 * 8]
+    automatic = asr(audio)
+    assert len(calls) == math.ceil((8 - 3) / (3 - 2 * 0.5)) + 1 and max(calls) <= 3 * 16000
+    calls.clear()
+    one_pass = asr(audio, chunk_length_s=0)  # the caller's choice: one pass, however long
+    assert calls == [len(audio)]
+    assert automatic["text"] == one_pass["text"] and len(one_pass["text"]) > 30
+    calls.clear()
+    asr(audio, max_duration_s=None)  # per call: automatic chunking off
+    asr(audio[: 16000 * 2])  # shorter than the maximum
+    assert len(calls) == 2
+    assert DEFAULT_MAX_DURATION_S >= 30  # LibriSpeech utterances (35 s at most) mostly run in one pass
+
+
+def make_lm(tmp_path):
+    pytest.importorskip("flashlight.lib.text")
+    (tmp_path / "lm.arpa").write_text(WORD_BIGRAM_ARPA)
+    return tmp_path / "lm.arpa"
+
+
+def test_kenlm_decoding_through_the_pipeline(folder, tmp_path):
+    """Oracle: the model's logits computed by hand, decoded by KenLMBeamSearchDecoder (tests/test_decoding.py checks
+    it against hand-made emissions)."""
+    arpa = make_lm(tmp_path)
+    options = dict(beam_size=8, lm_weight=1.0, word_score=3.0)  # a word bonus: the random model's words show
+    asr = asr_pipeline(str(folder), kenlm_model=str(arpa), **options)
+    model = W2V2ForCTC.from_pretrained(folder).eval()
+    processor = Wav2Vec2Processor.from_pretrained(folder)
+    decoder = KenLMBeamSearchDecoder.from_tokenizer(processor.tokenizer, arpa, **options)
+    rng = np.random.default_rng(0)
+    waves = [rng.standard_normal(n).astype(np.float32) for n in (16000, 23000, 9000)]
+    expected = []
+    for wave in waves:
+        inputs = processor(wave, sampling_rate=16000, return_tensors="pt")
+        with torch.no_grad():
+            expected += decoder(model(inputs.input_values).logits)
+    assert any(expected) and all(set(text.split()) <= {"THE", "CAT", "CAB", "SAT"} for text in expected)
+    assert [asr(wave)["text"] for wave in waves] == expected
+    assert [out["text"] for out in asr(waves, batch_size=3)] == expected  # padded frames decode as blank
+    # a decoder built already, through decoder=; the stock pipeline class takes it too (as a pyctcdecode decoder)
+    assert asr_pipeline(str(folder), decoder=decoder)(waves[0])["text"] == expected[0]
+    stock = pipeline("automatic-speech-recognition", model=str(folder), decoder=decoder)
+    assert stock(waves[0])["text"] == expected[0]
+    # word timestamps: one per word, in order, within the audio
+    words = asr(waves[1], return_timestamps="word")
+    assert [chunk["text"] for chunk in words["chunks"]] == expected[1].split()
+    if words["chunks"]:
+        check_timestamps(words["chunks"], 23000 / 16000)
+    # options that cannot take effect are errors, not silently ignored
+    with pytest.raises(ValueError, match="when the pipeline is built"):
+        asr(waves[0], beam_size=3)
+    with pytest.raises(ValueError, match="need kenlm_model"):
+        asr_pipeline(str(folder), lm_weight=1.0)
+    with pytest.raises(ValueError, match="only be 'word'"):
+        asr(waves[0], return_timestamps="char")
+
+
+def test_kenlm_decoding_of_chunked_input_equals_one_pass(frame_local_folder, long_file, tmp_path):
+    """Chunks' logits are joined before the beam search: with a model whose frames see less than the strides, the
+    chunked LM text is the one-pass LM text."""
+    asr = asr_pipeline(str(frame_local_folder), kenlm_model=str(make_lm(tmp_path)), beam_size=8, lm_weight=1.0,
+                       word_score=3.0, max_duration_s=3)
+    audio = load_audio(long_file)["raw"][: 16000 * 8]
+    one_pass = asr(audio, chunk_length_s=0)["text"]
+    assert len(one_pass.split()) > 3 and set(one_pass.split()) <= {"THE", "CAT", "CAB", "SAT"}
+    assert asr(audio)["text"] == one_pass  # chunked automatically (3 s)
+    assert asr(audio, chunk_length_s=2.5, stride_length_s=0.5, batch_size=3)["text"] == one_pass
 
 
 def test_transcribe_script(folder, tmp_path):
@@ -223,8 +296,11 @@ def test_transcribe_script(folder, tmp_path):
     asr = asr_pipeline(str(folder))
     assert [r["text"] for r in out] == [asr(str(f))["text"] for f in files]
     assert [c["text"] for c in out[0]["chunks"]] == out[0]["text"].split()
-    if importlib.util.find_spec("flashlight") is not None:
+    if importlib.util.find_spec("flashlight") is not None:  # --kenlm: the pipeline with the LM decoder
         (tmp_path / "lm.arpa").write_text(WORD_BIGRAM_ARPA)
         out = transcribe.run(["--model", str(folder), "--kenlm", str(tmp_path / "lm.arpa"), "--beam_size", "4",
-                           "--files", *map(str, files)])
+                              "--timestamps", "word", "--files", *map(str, files)])
+        lm = asr_pipeline(str(folder), kenlm_model=str(tmp_path / "lm.arpa"), beam_size=4)
+        assert [r["text"] for r in out] == [lm(str(f))["text"] for f in files]
         assert all(set(r["text"].split()) <= {"THE", "CAT", "CAB", "SAT"} for r in out)  # the LM's words
+        assert [[c["text"] for c in r["chunks"]] for r in out] == [r["text"].split() for r in out]

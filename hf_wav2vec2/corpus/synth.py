@@ -19,6 +19,7 @@ from importlib import resources
 import numpy as np
 import soundfile as sf
 import soxr
+from tqdm.auto import tqdm
 
 from ..configuration import SAMPLING_RATE
 from ..data.text import normalize_transcript
@@ -235,7 +236,9 @@ def synthesize_corpus(
     method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
     with context.Pool(max(1, num_workers), maxtasksperchild=1) as pool:
-        results = {r["utt_id"]: r for shard in pool.imap(_synthesize_shard, jobs, chunksize=1) for r in shard}
+        shards = tqdm(pool.imap(_synthesize_shard, jobs, chunksize=1), total=len(jobs), unit="shard",
+                      desc=f"synthesising {len(utterances)} utterances")
+        results = {r["utt_id"]: r for shard in shards for r in shard}
 
     skipped = []
     per_split = {split: {"utterances": 0, "seconds": 0.0} for split in SPLITS}

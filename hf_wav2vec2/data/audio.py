@@ -5,6 +5,12 @@ Everything here works on a *source*: a path, raw encoded bytes, or the ``{"path"
 :func:`example_waveform` is the one way the dataset and the collators turn an *example* (a dataset row, or a mapping
 that already holds ``input_values``) into a checked waveform.
 
+Samples must be finite and at most :data:`MAX_ABS_AMPLITUDE` in magnitude. Integer PCM decodes to [-1, 1); only
+float files can hold more. Float audio is written in [-1, 1], some tools write it at the 16-bit integer scale
+(+-32768: the feature extractor's normalisation, or the model's own, absorbs that), but larger peaks (1e30 in a
+corrupt file) are no audio in any scale: the per-utterance variance overflows float32 and the utterance trains as
+zeros. Such files are rejected (``AudioError``), so that training and evaluation skip and log them.
+
 Decoding takes ``min_samples``, the shortest usable waveform. Its default, 1, only rejects empty audio: a training
 or evaluation caller passes the model's receptive field (``W2V2Config.receptive_field``, 400 samples for every
 preset), since shorter audio yields no frame.
@@ -21,6 +27,8 @@ import soxr
 from ..configuration import SAMPLING_RATE
 
 AudioSource = str | os.PathLike | bytes | Mapping
+# The largest sample magnitude accepted: the 16-bit integer scale that some tools write float audio in.
+MAX_ABS_AMPLITUDE = 32768.0
 
 
 class AudioError(ValueError):
@@ -47,11 +55,32 @@ def _open_target(source: AudioSource):
         if source.get("bytes"):
             return io.BytesIO(source["bytes"])
         if source.get("path"):
-            return source["path"]
+            return _existing_file(source["path"])
         raise AudioError("<dict>", "neither 'bytes' nor 'path' is set")
     if isinstance(source, (bytes, bytearray)):
         return io.BytesIO(source)
-    return os.fspath(source)
+    return _existing_file(source)
+
+
+def _existing_file(path) -> str:
+    # libsndfile reports a missing file as "System error": say what is wrong before it opens anything.
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise AudioError(path, "is a folder, not an audio file")
+    if not os.path.exists(path):
+        raise AudioError(path, "no such file")
+    return path
+
+
+def check_samples(samples: np.ndarray, name: str) -> None:
+    """Raise ``AudioError`` for NaN/inf samples or a peak magnitude above :data:`MAX_ABS_AMPLITUDE`."""
+    peak = float(np.max(np.abs(samples))) if samples.size else 0.0  # NaN and inf propagate through the max
+    # Float WAV/FLAC can carry NaN or inf; one such sample turns every activation of the utterance into NaN.
+    if not np.isfinite(peak):
+        raise AudioError(name, "contains NaN or infinite samples")
+    if peak > MAX_ABS_AMPLITUDE:
+        raise AudioError(name, f"peak magnitude {peak:.3g} is above {MAX_ABS_AMPLITUDE:g}: not audio in any scale "
+                               "(float audio lies in [-1, 1]; a corrupt or mis-scaled float file?)")
 
 
 def audio_info(source: AudioSource) -> tuple[int, int, int]:
@@ -95,10 +124,11 @@ def decode_audio(
         max_channels: reject files with more channels than this; ``None`` accepts any count.
 
     Returns:
-        ``(num_samples,)`` float32 in [-1, 1] (channels averaged to mono).
+        ``(num_samples,)`` float32, in [-1, 1] for integer PCM (channels averaged to mono).
 
     Raises:
-        AudioError: unreadable or truncated file, no samples, too many channels, NaN/inf samples, too short.
+        AudioError: no such file, unreadable or truncated file, no samples, too many channels, NaN/inf samples or a
+            peak above ``MAX_ABS_AMPLITUDE``, too short.
     """
     name = source_name(source)
     try:
@@ -113,9 +143,7 @@ def decode_audio(
         raise AudioError(name, "empty (no samples)")
     if max_channels is not None and channels > max_channels:
         raise AudioError(name, f"has {channels} channels, expected at most {max_channels}")
-    # Float WAV/FLAC can carry NaN or inf; one such sample turns every activation of the utterance into NaN.
-    if not np.isfinite(samples).all():
-        raise AudioError(name, "contains NaN or infinite samples")
+    check_samples(samples, name)
     waveform = samples.mean(axis=1) if channels > 1 else samples[:, 0]  # (frames,)
     if sampling_rate != target_sr:
         waveform = soxr.resample(waveform, sampling_rate, target_sr, quality="HQ")
@@ -146,7 +174,8 @@ def example_waveform(
 
     Raises:
         AudioError: named by the decoded path, or for given ``input_values`` by the example's ``id`` (else its
-            ``path``, else ``<example>``): undecodable, NaN/inf samples, shorter than ``min_samples``, ...
+            ``path``, else ``<example>``): undecodable, NaN/inf samples or an absurd peak, shorter than
+            ``min_samples``, ...
     """
     if example.get("input_values") is None:
         return decode_audio(example_source(example), target_sr, min_samples=min_samples, max_channels=max_channels)
@@ -154,6 +183,5 @@ def example_waveform(
     waveform = np.asarray(example["input_values"], dtype=np.float32).reshape(-1)  # CPU tensors convert too
     if len(waveform) < min_samples:
         raise AudioError(name, f"too short: {len(waveform)} samples (< {min_samples})")
-    if not np.isfinite(waveform).all():
-        raise AudioError(name, "contains NaN or infinite samples")
+    check_samples(waveform, name)
     return waveform

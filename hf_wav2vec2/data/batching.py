@@ -33,9 +33,12 @@ class MaxTokensBatchSampler(Sampler[list[int]]):
         required_batch_size_multiple: batch sizes are multiples of this where possible (fairseq's option of the
             same name, for tensor-core-friendly shapes); the remainder goes to the next batch.
         max_batch_size: optional cap on the number of utterances in a batch.
-
-    Raises:
-        ValueError: an utterance alone exceeds ``max_tokens`` (set ``max_sample_size`` or filter by duration).
+        too_long: what to do with an utterance that alone exceeds ``max_tokens``: ``"raise"`` (a ``ValueError``
+            naming it, before any work), ``"skip"`` (left out of every epoch, each logged once by name: training
+            cannot crop an utterance that has a transcript), or ``"alone"`` (a batch of its own: evaluation keeps
+            every utterance).
+        names: what to call utterance ``i`` in messages (ids or paths); default: its index.
+        advice: what a message about too-long utterances suggests (the options of the calling script).
     """
 
     def __init__(
@@ -48,16 +51,34 @@ class MaxTokensBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         required_batch_size_multiple: int = 1,
         max_batch_size: int | None = None,
+        too_long: str = "raise",
+        names: Sequence[str] | None = None,
+        advice: str = "set max_sample_size or drop them with max_duration_s",
     ):
         self.lengths = np.asarray(lengths, dtype=np.int64)
         if max_sample_size is not None:
             self.lengths = np.minimum(self.lengths, max_sample_size)
-        too_long = np.flatnonzero(self.lengths > max_tokens)
-        if len(too_long):
-            raise ValueError(
-                f"{len(too_long)} utterance(s) longer than max_tokens={max_tokens} samples (e.g. index {too_long[0]}"
-                f" with {self.lengths[too_long[0]]}): set max_sample_size or drop them with max_duration_s"
-            )
+        if max_tokens < 1:
+            raise ValueError(f"max_tokens must be a positive number of samples, got {max_tokens}")
+        if too_long not in ("raise", "skip", "alone"):
+            raise ValueError(f"too_long must be 'raise', 'skip' or 'alone', got {too_long!r}")
+        oversized = np.flatnonzero(self.lengths > max_tokens)
+        self.skipped = []  # indices left out (too_long="skip")
+        if len(oversized):
+            described = ", ".join(f"{names[i] if names is not None else f'index {i}'} ({self.lengths[i]} samples)"
+                                  for i in oversized[:5].tolist()) + (", ..." if len(oversized) > 5 else "")
+            if too_long == "raise":
+                raise ValueError(f"{len(oversized)} utterance(s) longer than max_tokens={max_tokens} samples: "
+                                 f"{described}; {advice}")
+            if too_long == "skip":
+                self.skipped = oversized.tolist()
+                for i in self.skipped:
+                    logger.warning("skipping %s: %d samples, more than max_tokens=%d in one batch (%s)",
+                                   names[i] if names is not None else f"index {i}", self.lengths[i], max_tokens,
+                                   advice)
+            else:
+                logger.warning("%d utterance(s) longer than max_tokens=%d go in batches of their own: %s",
+                               len(oversized), max_tokens, described)
         if required_batch_size_multiple < 1:
             raise ValueError(f"required_batch_size_multiple must be >= 1, got {required_batch_size_multiple}")
         self.max_tokens = max_tokens
@@ -66,7 +87,8 @@ class MaxTokensBatchSampler(Sampler[list[int]]):
         self.multiple = required_batch_size_multiple
         self.max_batch_size = max_batch_size
         self.epoch = 0
-        self._num_batches = len(self._pack(np.argsort(-self.lengths, kind="stable")))
+        self._kept = np.setdiff1d(np.arange(len(self.lengths)), np.asarray(self.skipped, dtype=np.int64))
+        self._num_batches = len(self._pack(self._kept[np.argsort(-self.lengths[self._kept], kind="stable")]))
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose shuffle ``__iter__`` yields next."""
@@ -79,13 +101,13 @@ class MaxTokensBatchSampler(Sampler[list[int]]):
         if self.shuffle:
             rng = np.random.default_rng([self.seed, self.epoch])
             # A random permutation before the stable sort breaks ties between equal lengths at random.
-            permutation = rng.permutation(len(self.lengths))
+            permutation = self._kept[rng.permutation(len(self._kept))]
             order = permutation[np.argsort(-self.lengths[permutation], kind="stable")]
             batches = self._pack(order)
             for i in rng.permutation(len(batches)):
                 yield batches[i]
         else:
-            yield from self._pack(np.argsort(-self.lengths, kind="stable"))
+            yield from self._pack(self._kept[np.argsort(-self.lengths[self._kept], kind="stable")])
 
     def _pack(self, order: np.ndarray) -> list[list[int]]:
         """Greedy packing of indices sorted longest first (so the first of a batch is its longest)."""
@@ -95,7 +117,7 @@ class MaxTokensBatchSampler(Sampler[list[int]]):
             full = (len(batch) + 1) * longest_if_added > self.max_tokens or (
                 self.max_batch_size is not None and len(batch) + 1 > self.max_batch_size
             )
-            if full and batch:
+            if full and batch:  # an utterance over max_tokens (too_long="alone") is always full: alone
                 # fairseq: keep the largest multiple of required_batch_size_multiple, carry the rest over.
                 keep = max(self.multiple * (len(batch) // self.multiple), len(batch) % self.multiple)
                 batches.append(batch[:keep])

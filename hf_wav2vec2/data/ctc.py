@@ -1,15 +1,21 @@
 """CTC fine-tuning data: the character vocabulary, the processor, and the collator that turns utterances into
 padded batches with labels.
 
-The vocabulary is LibriSpeech-style letters (section 4 of the paper: 26 letters, apostrophe, word boundary):
+The vocabulary comes from the data: every character of the normalised training transcripts.
 
     [PAD] = 0   the CTC blank, also the padding token (``config.pad_token_id = 0``)
     [UNK] = 1   characters the training transcripts never contained
     |     = 2   word delimiter (the tokenizer writes a space as ``|``)
-    then every other character of the normalised training transcripts, sorted (``'`` before ``A``..``Z``)
+    then every other character of the normalised training transcripts, sorted by code point (LibriSpeech style:
+    ``'`` then ``A``..``Z``, section 4 of the paper; French adds ``à``, ``é``, ...; Hindi adds the consonants and,
+    as tokens of their own, the vowel signs and virama that NFC keeps as separate code points)
 
-Transcripts are always passed through ``normalize_transcript`` first (``load_speech_dataset`` already did; doing it
-again is a no-op), so vocabulary building, labels and references for WER see the same text.
+The normalisation (:class:`~hf_wav2vec2.data.text.TextNormalizer`) is part of the processor: :func:`build_processor`
+stores it in the tokenizer's config (``tokenizer_config.json``, key ``text_normalization``), so it is saved with the
+processor in every checkpoint and output folder, and :func:`processor_normalizer` reads it back for the collator's
+labels, for training's dev/test scoring and for ``evaluate_ctc.py``. Transcripts are passed through it before
+tokenisation (``load_speech_dataset`` already did; doing it again is a no-op), so vocabulary building, labels and
+references for WER see the same text.
 
 Bad examples never reach the model; each is logged on the "hf_wav2vec2.data" logger and counted in
 ``CTCCollator.report``:
@@ -22,7 +28,7 @@ Bad examples never reach the model; each is logged on the "hf_wav2vec2.data" log
 
 Characters outside the vocabulary are **mapped to [UNK]**, with a warning the first time each one is seen: the rest
 of the transcript still trains the model, and an evaluation set keeps all its utterances (dropping them would
-change the test set). With ``normalize_transcript`` this only happens for letters the training set never had.
+change the test set). After normalisation this only happens for characters the training set never had.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec
 
 from ..configuration import SAMPLING_RATE
 from .audio import AudioError, example_waveform
-from .text import normalize_transcript
+from .text import LIBRISPEECH, TextNormalizer
 
 logger = logging.getLogger("hf_wav2vec2.data")
 
@@ -52,22 +58,26 @@ SPECIAL_TOKENS = (BLANK_TOKEN, UNK_TOKEN, WORD_DELIMITER)  # ids 0, 1, 2
 
 
 # ----------------------------------------------------------------------------------------------- vocabulary
-def build_vocabulary(transcripts: Iterable[str]) -> dict[str, int]:
-    """``{token: id}``: [PAD]=0 (blank), [UNK]=1, ``|``=2, then the characters of the normalised transcripts,
-    sorted. The same transcripts give the same vocabulary on any machine."""
+def build_vocabulary(transcripts: Iterable[str], normalizer: TextNormalizer = LIBRISPEECH) -> dict[str, int]:
+    """``{token: id}``: [PAD]=0 (blank), [UNK]=1, ``|``=2, then the characters of the transcripts normalised by
+    ``normalizer``, sorted by code point. The same transcripts give the same vocabulary on any machine.
+
+    The default normaliser is LibriSpeech's English one; pass ``TextNormalizer()`` (or the one the data was loaded
+    with) for any other language, and give :func:`build_processor` the same one."""
     characters = set()
     for text in transcripts:
-        characters.update(normalize_transcript(text).replace(" ", ""))
+        characters.update(normalizer(text).replace(" ", ""))
     vocabulary = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
     for character in sorted(characters):
         vocabulary[character] = len(vocabulary)
     return vocabulary
 
 
-def build_processor(vocabulary: Mapping[str, int], *, feat_extract_norm: str = "group",
-                    sampling_rate: int = SAMPLING_RATE) -> Wav2Vec2Processor:
+def build_processor(vocabulary: Mapping[str, int], *, normalizer: TextNormalizer = LIBRISPEECH,
+                    feat_extract_norm: str = "group", sampling_rate: int = SAMPLING_RATE) -> Wav2Vec2Processor:
     """transformers' ``Wav2Vec2Processor`` (what ``pipeline("automatic-speech-recognition")`` and the Trainer use)
-    for a vocabulary from :func:`build_vocabulary`.
+    for a vocabulary from :func:`build_vocabulary`, with ``normalizer`` (the one the vocabulary was built with)
+    stored in the tokenizer's config (see the module docstring).
 
     The feature extractor normalises each utterance to zero mean / unit variance only for layer-norm encoders
     (``feat_extract_norm="layer"``, LARGE), as fairseq's ``normalize`` does; group-norm models (BASE) see raw audio.
@@ -87,12 +97,43 @@ def build_processor(vocabulary: Mapping[str, int], *, feat_extract_norm: str = "
         # No <s> / </s>: CTC uses neither, and adding them would make len(tokenizer) exceed the CTC head's size.
         tokenizer = Wav2Vec2CTCTokenizer(vocab_file, unk_token=UNK_TOKEN, pad_token=BLANK_TOKEN,
                                          word_delimiter_token=WORD_DELIMITER, bos_token=None, eos_token=None,
-                                         do_lower_case=False)
+                                         do_lower_case=False, text_normalization=normalizer.to_dict())
     feature_extractor = Wav2Vec2FeatureExtractor(
         feature_size=1, sampling_rate=sampling_rate, padding_value=0.0,
         do_normalize=feat_extract_norm == "layer", return_attention_mask=True,
     )
     return Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
+
+
+def processor_normalizer(processor) -> TextNormalizer:
+    """The transcript normalisation a model was trained with: the ``text_normalization`` stored by
+    :func:`build_processor` in the tokenizer's config (``processor`` may be a processor or its tokenizer).
+
+    Processors saved without it (official checkpoints, other toolkits) get a guess from their vocabulary, logged:
+    LibriSpeech's style when every character is one of A-Z and the apostrophe (facebook/wav2vec2-base-960h and its
+    kin), else the ``unicode`` style with the case of the vocabulary's letters (``upper``, ``lower``, or ``keep``
+    when both occur)."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    stored = tokenizer.init_kwargs.get("text_normalization")
+    if stored is not None:
+        return TextNormalizer.from_dict(stored)
+    special = set(tokenizer.all_special_tokens) | {getattr(tokenizer, "word_delimiter_token", None)}
+    characters = "".join(token for token in tokenizer.get_vocab() if token not in special)
+    if set(characters) <= set("ABCDEFGHIJKLMNOPQRSTUVWXYZ'"):
+        normalizer = LIBRISPEECH
+    else:
+        has_lower, has_upper = characters != characters.upper(), characters != characters.lower()
+        case = "keep" if has_lower and has_upper else "upper" if has_upper else "lower"
+        normalizer = TextNormalizer(case=case)
+    logger.warning("the processor does not say how its transcripts were normalised (no text_normalization in "
+                   "tokenizer_config.json): guessed from its vocabulary: %s", normalizer.describe())
+    return normalizer
+
+
+def set_processor_normalizer(processor, normalizer: TextNormalizer) -> None:
+    """Store ``normalizer`` in the processor's tokenizer config, so that ``save_pretrained`` writes it."""
+    tokenizer = getattr(processor, "tokenizer", processor)
+    tokenizer.init_kwargs["text_normalization"] = normalizer.to_dict()
 
 
 def ctc_required_frames(labels: Sequence[int]) -> int:
@@ -125,7 +166,7 @@ class CTCCollator:
 
     Args:
         processor: from :func:`build_processor`; its feature extractor pads (and normalises for layer-norm models),
-            its tokenizer turns text into labels.
+            its tokenizer turns text into labels after the processor's normalisation (:func:`processor_normalizer`).
         num_frames: the model's samples -> frames arithmetic (``model.num_frames``), for the CTC feasibility check
             (audio too short for its labels, including audio shorter than the receptive field, is dropped by it).
         min_samples: shorter audio is dropped (counted under "audio"); pass the model's receptive field
@@ -149,6 +190,7 @@ class CTCCollator:
         if vocabulary.get(BLANK_TOKEN, vocabulary.get(self.processor.tokenizer.pad_token)) != 0:
             raise ValueError("the tokenizer's pad token (the CTC blank) must have id 0")
         self._characters = set(vocabulary) - {BLANK_TOKEN, UNK_TOKEN}
+        self.normalizer = processor_normalizer(self.processor)
         self._sampling_rate = self.processor.feature_extractor.sampling_rate
 
     def __call__(self, examples: Sequence[Mapping | None]) -> dict[str, torch.Tensor] | None:
@@ -178,9 +220,9 @@ class CTCCollator:
                 "labels": padded}
 
     def labels(self, text: str) -> list[int]:
-        """Token ids of a transcript (normalised first); unknown characters become [UNK], with a warning the first
-        time each one is seen."""
-        text = normalize_transcript(text)
+        """Token ids of a transcript (normalised first, by the processor's normaliser); unknown characters become
+        [UNK], with a warning the first time each one is seen."""
+        text = self.normalizer(text)
         for character in set(text.replace(" ", "")) - self._characters:
             if character not in self.report.unknown_characters:
                 logger.warning("character %r is not in the vocabulary: mapped to %s", character, UNK_TOKEN)

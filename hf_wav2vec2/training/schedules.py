@@ -5,10 +5,21 @@ from __future__ import annotations
 
 from ..configuration import W2V2Config
 
+# The length of the paper's BASE pretraining run (section 4.2), for which the Gumbel decay is sized.
+PAPER_PRETRAINING_UPDATES = 400_000
 
-def gumbel_temperature(step: int, config: W2V2Config) -> float:
-    """tau = max(start * decay**step, end): 2 -> 0.5 (BASE) or 0.1 (LARGE) at 0.999995 per update."""
-    return max(config.gumbel_temperature_start * config.gumbel_temperature_decay**step, config.gumbel_temperature_end)
+
+def gumbel_temperature(step: int, config: W2V2Config, run_steps: int | None = None) -> float:
+    """tau = max(start * decay**(step * s), end): 2 -> 0.5 (BASE) or 0.1 (LARGE) at decay 0.999995 per update.
+
+    ``run_steps`` None: the paper's schedule, s = 1 (BASE reaches its floor after 277k updates, 69% of its 400k).
+    ``run_steps`` given: the run-length-proportional form, s = 400k / run_steps, so that tau passes every value at
+    the same fraction of the run as in the paper's 400k-update run; a 400k-update run gets exactly the paper's
+    values, a 1000-update run reaches the floor at update 693 instead of never.
+    """
+    exponent = step if run_steps is None else step * (PAPER_PRETRAINING_UPDATES / run_steps)
+    return max(config.gumbel_temperature_start * config.gumbel_temperature_decay**exponent,
+               config.gumbel_temperature_end)
 
 
 def polynomial_decay_lr_lambda(warmup_steps: int, total_steps: int, end_factor: float = 0.0, power: float = 1.0):

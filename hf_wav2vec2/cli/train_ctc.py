@@ -11,6 +11,11 @@ Usage:
         --eval_dataset /data/LibriSpeech --eval_split dev-other --recipe 10h --gradient_accumulation_steps 4 \
         --output_dir runs/base-10h --push_to_hub --hub_model_id me/w2v2-base-10h
 
+    # any language, any Hub dataset (or a local folder datasets reads), with the transformers examples' names
+    python train_ctc.py --model_name_or_path runs/base --dataset_name mozilla-foundation/common_voice_17_0 \
+        --dataset_config_name fr --train_split_name train+validation --eval_split_name test \
+        --text_column_name sentence --chars_to_ignore , '?' . ! - ';' : « » --output_dir runs/base-fr
+
     # an official HF-layout folder (model_type wav2vec2, e.g. saved by transformers' Wav2Vec2ForPreTraining)
     torchrun --nproc_per_node 2 train_ctc.py --model_name_or_path path/to/wav2vec2-base ...
 
@@ -32,6 +37,25 @@ zero_infinity, blank = pad = id 0, loss summed and divided by the utterances of 
 batches by total audio (``MaxTokensBatchSampler``, not ``group_by_length``); greedy-decoding WER and CER on the eval
 split during training, the best-WER checkpoint loaded at the end.
 
+Dataset options carry the transformers examples' names (``--dataset_name``, ``--dataset_config_name``,
+``--train_split_name``, ``--eval_split_name``, ``--audio_column_name``, ``--text_column_name``,
+``--max_train_samples``, ``--max_eval_samples``); the earlier ones stay as aliases (``--dataset``, ``--hub_config``,
+``--split``, ``--eval_dataset``, ``--eval_split``, ``--test_split``).
+
+Transcripts: ``--text_normalization auto`` (default) keeps LibriSpeech's English normalisation for LibriSpeech and
+Libri-light sources and uses NFC text that keeps the letters of every script for everything else
+(``hf_wav2vec2.data.TextNormalizer``; ``--chars_to_ignore`` and ``--text_case`` as in the transformers examples,
+lower case by default). The vocabulary is every character of the normalised training transcripts. The choice is
+stored in the processor (``tokenizer_config.json``, ``text_normalization``), so the dev/test WER here,
+``evaluate_ctc.py`` and every checkpoint use the same one.
+
+No option is silently ignored: TrainingArguments options the recipe replaces (``--per_device_train_batch_size``,
+``--group_by_length``, ``--lr_scheduler_type``, ``--warmup_steps``, ...) stop the run at start with what to use
+instead (``REPLACED_OPTIONS``); ``--num_train_epochs`` is honoured (the tri-stage schedule spans those epochs) unless
+``--max_steps`` is given too. Without ``--eval_split_name`` there is no evaluation during training and no best
+checkpoint, and options that need one are refused. Logs go to TensorBoard (``--report_to tensorboard``, the
+default: event files under ``<output_dir>/runs``).
+
 The output folder ends as a complete Hub folder (``hf_wav2vec2.hub.save_hub_folder``): the model
 (model.safetensors, config.json with ``auto_map``, our modeling code), the processor (vocab.json,
 tokenizer_config.json, processor_config.json), a model card (README.md: WER/CER and the recipe) and
@@ -44,42 +68,85 @@ buffers on transparent huge pages, see ``hf_wav2vec2.training.allocator``); ``--
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
+import sys
 from dataclasses import dataclass, field
 
 import torch
 import transformers
 from transformers import HfArgumentParser, TrainingArguments, Wav2Vec2Processor
-from transformers.trainer_utils import IntervalStrategy, get_last_checkpoint
+from transformers.trainer import TRAINER_STATE_NAME
 
 from hf_wav2vec2 import W2V2Config, W2V2ForCTC
-from hf_wav2vec2.data import AudioDataset, load_speech_dataset
-from hf_wav2vec2.data.ctc import CTCCollator, CTCReport, build_processor, build_vocabulary, filter_ctc_dataset
+from hf_wav2vec2.data import LIBRISPEECH, AudioDataset, TextNormalizer, default_normalizer, load_speech_dataset
+from hf_wav2vec2.data.ctc import (
+    CTCCollator,
+    CTCReport,
+    build_processor,
+    build_vocabulary,
+    filter_ctc_dataset,
+    processor_normalizer,
+    set_processor_normalizer,
+)
+from hf_wav2vec2.data.text import STYLES
 from hf_wav2vec2.hub import finetuned_model_card_info, push_hub_folder, save_hub_folder
 from hf_wav2vec2.training import FINETUNING_RECIPES, choose_finetuning_recipe
 from hf_wav2vec2.training.allocator import use_huge_pages
+from hf_wav2vec2.training.checkpoints import check_output_dir, latest_checkpoint
 from hf_wav2vec2.training.finetune import CTCTrainer, argmax_logits, make_compute_metrics
 
 logger = logging.getLogger("train_ctc")
 
 @dataclass
 class Arguments:
+    """The script's own options. Dataset options carry the transformers examples' names
+    (``run_speech_recognition_ctc.py``); the earlier names stay as aliases (``--dataset``, ``--hub_config``,
+    ``--split``, ``--eval_dataset``, ``--eval_split``, ``--test_split``)."""
+
     model_name_or_path: str = field(metadata={"help": "a pretraining output folder (save_pretrained W2V2ForPreTraining)"
                                                       " or an official HF-layout wav2vec2 folder"})
-    dataset: list[str] = field(metadata={"help": "Hub dataset name(s) or local LibriSpeech / Libri-light / audio "
-                                                 "folder(s) with transcripts"})
-    split: str | None = field(default=None, metadata={"help": "training split(s): train-clean-100, or a "
-                                                              "Libri-light subset 10min / 1h / 10h"})
-    eval_dataset: list[str] | None = field(default=None, metadata={"help": "eval source(s); default: --dataset"})
-    eval_split: str | None = field(default=None, metadata={"help": "dev split: WER/CER during training and at the "
-                                                                   "end"})
-    test_split: str | None = field(default=None, metadata={"help": "also report WER/CER on this split at the end"})
-    processor_name_or_path: str | None = field(default=None, metadata={"help": "reuse this processor (vocabulary) "
-                                                                               "instead of building one"})
+    dataset_name: list[str] = field(metadata={
+        "aliases": ["--dataset"], "help": "Hub dataset name(s), local folder(s) datasets.load_dataset reads "
+        "(audiofolder with metadata.csv, Hub-layout parquet, save_to_disk), or local LibriSpeech / Libri-light / "
+        "audio folder(s) with transcripts (alias: --dataset)"})
+    dataset_config_name: str | None = field(default=None, metadata={
+        "aliases": ["--hub_config"], "help": "datasets configuration: Common Voice's language (fr), librispeech_asr's"
+        " clean (alias: --hub_config)"})
+    train_split_name: str | None = field(default=None, metadata={
+        "aliases": ["--split"], "help": "training split(s): train, train+validation, train-clean-100, or a "
+        "Libri-light subset 10min / 1h / 10h (alias: --split)"})
+    eval_dataset_name: list[str] | None = field(default=None, metadata={
+        "aliases": ["--eval_dataset"], "help": "eval source(s); default: --dataset_name (alias: --eval_dataset)"})
+    eval_split_name: str | None = field(default=None, metadata={
+        "aliases": ["--eval_split"], "help": "dev split: WER/CER during training and at the end; none: no evaluation "
+        "during training (alias: --eval_split)"})
+    test_split_name: str | None = field(default=None, metadata={
+        "aliases": ["--test_split"], "help": "also report WER/CER on this split at the end (alias: --test_split)"})
+    audio_column_name: str = field(default="audio", metadata={"help": "audio column of a datasets source"})
+    text_column_name: str | None = field(default=None, metadata={
+        "help": "transcript column of a datasets source; default: the first of text, sentence, transcription, "
+        "transcript, normalized_text"})
+    max_train_samples: int | None = field(default=None, metadata={"help": "use only the first N training utterances"})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "use only the first N dev/test utterances"})
+    text_normalization: str = field(default="auto", metadata={
+        "help": "transcript normalisation, stored with the processor: auto (librispeech for LibriSpeech / Libri-light"
+        " sources, else unicode), librispeech (upper-case A-Z and apostrophes, English only) or unicode (NFC, every "
+        "script's letters, see --chars_to_ignore and --text_case); ignored with --processor_name_or_path, whose "
+        "stored choice is used"})
+    chars_to_ignore: list[str] | None = field(default=None, metadata={
+        "help": "unicode style: characters deleted from transcripts, as in the transformers examples "
+        "(--chars_to_ignore , ? . ! - ; :); default: every punctuation and symbol character except the apostrophe "
+        "becomes a space"})
+    text_case: str | None = field(default=None, metadata={"help": "unicode style: lower (default), upper or keep"})
+    processor_name_or_path: str | None = field(default=None, metadata={"help": "reuse this processor (vocabulary "
+                                                                               "and normalisation) instead of "
+                                                                               "building one"})
     recipe: str = field(default="auto", metadata={"help": "auto, tiny, 10m, 1h, 10h, 100h or 960h"})
-    max_tokens: int | None = field(default=None, metadata={"help": "audio samples per device and batch"})
+    max_tokens: int | None = field(default=None, metadata={"help": "audio samples per device and batch (instead of "
+                                                                   "a batch size: batches are built by total audio)"})
     min_duration_s: float | None = None
     max_duration_s: float | None = None
     freeze_finetune_updates: int | None = field(default=None, metadata={"help": "updates training lm_head only"})
@@ -97,6 +164,27 @@ class Arguments:
                                                              " (large CPU buffers on transparent huge pages: CPU steps "
                                                              "otherwise spend as long in page faults as in the model);"
                                                              " --huge_pages false turns it off"})
+
+    # The earlier option names, still read by code that predates the examples' names (the model card).
+    @property
+    def dataset(self) -> list[str]:
+        return self.dataset_name
+
+    @property
+    def split(self) -> str | None:
+        return self.train_split_name
+
+    @property
+    def eval_dataset(self) -> list[str] | None:
+        return self.eval_dataset_name
+
+    @property
+    def eval_split(self) -> str | None:
+        return self.eval_split_name
+
+    @property
+    def test_split(self) -> str | None:
+        return self.test_split_name
 
 
 @dataclass
@@ -119,6 +207,120 @@ class CTCTrainingArguments(TrainingArguments):
     greater_is_better: bool | None = False
     remove_unused_columns: bool = False  # the collator reads "text" and "path"
     ddp_find_unused_parameters: bool | None = True  # frozen stage and LayerDrop leave parameters without gradient
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "delete the checkpoints and model of a "
+                                                                        "previous run in --output_dir first"})
+    max_consecutive_skips: int = field(default=10, metadata={"help": "stop when this many updates in a row are "
+                                                                     "skipped (non-finite loss or gradient, or no "
+                                                                     "usable example)"})
+    report_to: None | str | list[str] = field(default="tensorboard", metadata={
+        "help": "loggers: tensorboard (default; event files under output_dir/runs), wandb, ..., or none"})
+
+
+# TrainingArguments options (some only in older transformers, or in the examples' scripts) that the CTCTrainer does
+# not use, and what to use instead: given on the command line, they stop the run at start, never silently ignored.
+REPLACED_OPTIONS = {
+    "per_device_train_batch_size": "batches are built by total audio: use --max_tokens (audio samples per device "
+                                   "and batch; default: the recipe's)",
+    "per_device_eval_batch_size": "evaluation batches are built by total audio too: use --max_tokens",
+    "auto_find_batch_size": "batches are built by total audio: lower --max_tokens if memory runs out",
+    "group_by_length": "batches are always grouped by length: MaxTokensBatchSampler builds them by total audio "
+                       "(--max_tokens)",
+    "length_column_name": "lengths come from the num_samples column of the loaded dataset",
+    "lr_scheduler_type": "the schedule is the paper's tri-stage LR (10% warm-up from 0.01x, 40% hold, 50% decay "
+                         "to 0.05x of --learning_rate over --max_steps)",
+    "lr_scheduler_kwargs": "the tri-stage schedule has fixed phase ratios (10% / 40% / 50%)",
+    "warmup_steps": "the warm-up is the first 10% of the tri-stage schedule: its length follows --max_steps",
+    "warmup_ratio": "the warm-up is the first 10% of the tri-stage schedule: its length follows --max_steps",
+    "label_smoothing_factor": "the CTC loss has no label smoothing",
+    "batch_eval_metrics": "WER and CER are computed once over the whole eval split",
+    "remove_unused_columns": "the collator needs the text and path columns: they are always kept",
+    "do_predict": "use --test_split_name to score a test split at the end (or evaluate_ctc.py)",
+}
+
+
+def given_options(argv: list[str]) -> set[str]:
+    """The ``dest`` of every option written on the command line (aliases included), defaults left out, plus the
+    names of options the parser does not know (``--warmup_ratio`` of older transformers)."""
+    probe = HfArgumentParser((Arguments, CTCTrainingArguments))
+    for action in probe._actions:
+        action.default = argparse.SUPPRESS
+        action.required = False
+    namespace, unknown = probe.parse_known_args(argv)
+    return set(vars(namespace)) | {item[2:].split("=")[0] for item in unknown if item.startswith("--")}
+
+
+def check_options(argv: list[str]) -> dict:
+    """Refuse options that would be ignored (``REPLACED_OPTIONS``) or contradict the data, before any work; return
+    the parser defaults that make a run without dev split consistent (no evaluation, no best checkpoint)."""
+    given = given_options(argv)
+    for name in sorted(given & set(REPLACED_OPTIONS)):
+        raise SystemExit(f"train_ctc.py: --{name} is not used here: {REPLACED_OPTIONS[name]}")
+    if {"num_train_epochs", "max_steps"} <= given:
+        raise SystemExit("train_ctc.py: give --max_steps or --num_train_epochs, not both (the tri-stage schedule "
+                         "spans the run)")
+    parsed = HfArgumentParser((Arguments, CTCTrainingArguments)).parse_known_args(argv)[0]
+    has_eval_split = parsed.eval_split_name is not None
+    if "do_train" in given and not parsed.do_train:
+        raise SystemExit("train_ctc.py: --do_train false: this script always trains; evaluate_ctc.py scores a model")
+    if "do_eval" in given and parsed.do_eval != has_eval_split:
+        raise SystemExit("train_ctc.py: --do_eval follows --eval_split_name: give a dev split to evaluate, none not "
+                         "to")
+    if has_eval_split:
+        return {}
+    needs_eval = [name for name in ("load_best_model_at_end", "metric_for_best_model", "eval_steps")
+                  if name in given and getattr(parsed, name)]
+    if "eval_strategy" in given and parsed.eval_strategy != "no":
+        needs_eval.append("eval_strategy")
+    if needs_eval:
+        raise SystemExit(f"train_ctc.py: {', '.join('--' + n for n in needs_eval)} need(s) a dev split: give "
+                         "--eval_split_name")
+    return {"eval_strategy": "no", "load_best_model_at_end": False, "metric_for_best_model": None,
+            "greater_is_better": None}
+
+
+def training_normalizer(args: Arguments, sources: list[str]) -> TextNormalizer:
+    """The transcript normalisation of the run, from --text_normalization / --chars_to_ignore / --text_case."""
+    if args.text_normalization not in ("auto", *STYLES):
+        raise SystemExit(f"train_ctc.py: --text_normalization must be auto, librispeech or unicode, got "
+                         f"{args.text_normalization!r}")
+    options = args.chars_to_ignore is not None or args.text_case is not None
+    style = args.text_normalization
+    if style == "auto":
+        librispeech = all(default_normalizer(source) == LIBRISPEECH for source in sources)
+        style = "librispeech" if librispeech and not options else "unicode"
+    if style == "librispeech" and options:
+        raise SystemExit("train_ctc.py: --chars_to_ignore and --text_case apply to --text_normalization unicode; "
+                         "the librispeech style is fixed")
+    try:
+        return TextNormalizer(style, chars_to_ignore=args.chars_to_ignore, case=args.text_case)
+    except ValueError as error:
+        raise SystemExit(f"train_ctc.py: {error}") from None
+
+
+def check_run_options(args: Arguments, training_args: CTCTrainingArguments) -> str | None:
+    """Checked before any work: counts that must be positive, and the output folder (another run in it is refused
+    unless resumed or overwritten; resuming from an older checkpoint sets the later ones aside). Returns the
+    checkpoint to resume from, or None."""
+    max_steps = training_args.max_steps
+    if max_steps is not None and (max_steps == 0 or max_steps < -1):
+        raise ValueError(f"--max_steps must be a positive number of updates (or -1 with --num_train_epochs), got "
+                         f"{max_steps}")
+    if max_steps == -1 and training_args.num_train_epochs <= 0:
+        raise ValueError(f"--num_train_epochs must be positive, got {training_args.num_train_epochs}")
+    for name, value in (("max_tokens", args.max_tokens), ("max_consecutive_skips",
+                                                         training_args.max_consecutive_skips)):
+        if value is not None and value < 1:
+            raise ValueError(f"--{name} must be a positive integer, got {value}")
+    requested = training_args.resume_from_checkpoint
+    requested = "latest" if requested in ("latest", "true", "True") else requested
+    output_dir = training_args.output_dir
+    with training_args.main_process_first(local=False, desc="checking the output folder"):
+        if training_args.process_index == 0:
+            return check_output_dir(output_dir, marker=TRAINER_STATE_NAME, resume=requested,
+                                    overwrite=training_args.overwrite_output_dir,
+                                    model_files=[os.path.join(output_dir, name) for name in (
+                                        "model.safetensors", "config.json", "eval_results.json")])
+        return latest_checkpoint(output_dir, TRAINER_STATE_NAME) if requested == "latest" else requested
 
 
 def main():
@@ -128,36 +330,49 @@ def main():
     parser = HfArgumentParser((Arguments, CTCTrainingArguments))
     # Restart (same arguments) before the arguments become dataclasses: building TrainingArguments sets up the
     # device and torch.distributed, which the restarted process would then do a second time under the same pid.
+    argv = sys.argv[1:]
+    parser.set_defaults(**check_options(argv))
     if parser.parse_args().huge_pages:
         use_huge_pages()
     args, training_args = parser.parse_args_into_dataclasses()
+    if "num_train_epochs" in given_options(argv):  # a run of that many epochs: the Trainer counts its updates
+        training_args.max_steps = -1
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # per-eval notes on dynamic batch sizes
-    if args.eval_split is None:  # no dev split: no WER during training, nothing to pick the best checkpoint by
-        training_args.eval_strategy = IntervalStrategy.NO
-        training_args.load_best_model_at_end = False
+    resume = check_run_options(args, training_args)
     config = W2V2Config.from_pretrained(args.model_name_or_path)
 
-    # 1. data: utterances with transcripts; the same normalisation as the vocabulary and the references. Audio
-    # shorter than the receptive field (no frame) is skipped and logged.
+    # 1. data: utterances with transcripts, normalised as the processor's (vocabulary, labels and references
+    # alike: stored in its tokenizer config). Audio shorter than the receptive field (no frame) is skipped and logged.
+    processor = None
+    if args.processor_name_or_path:
+        processor = Wav2Vec2Processor.from_pretrained(args.processor_name_or_path)
+        normalizer = processor_normalizer(processor)
+        set_processor_normalizer(processor, normalizer)  # saved with the model, guessed or not
+    else:
+        normalizer = training_normalizer(args, args.dataset_name)
+    logger.info("transcripts: %s", normalizer.describe())
     min_samples = config.receptive_field
-    train = load_speech_dataset(args.dataset, split=args.split, min_duration_s=args.min_duration_s,
-                                max_duration_s=args.max_duration_s, min_samples=min_samples)
+    data_options = dict(hub_config=args.dataset_config_name, audio_column=args.audio_column_name,
+                        text_column=args.text_column_name, normalizer=normalizer, min_samples=min_samples)
+    train = load_speech_dataset(args.dataset_name, split=args.train_split_name, min_duration_s=args.min_duration_s,
+                                max_duration_s=args.max_duration_s, max_samples=args.max_train_samples,
+                                **data_options)
     train_hours = sum(train["duration"]) / 3600
     recipe_name = choose_finetuning_recipe(args.recipe, config, train_hours)
     chosen = FINETUNING_RECIPES[recipe_name].fill_unset(args, training_args)  # what the command line left unset
     logger.info("recipe %s (%.2f h of training audio): %s", recipe_name, train_hours, chosen)
     eval_set = None
-    if args.eval_split:
-        eval_set = load_speech_dataset(args.eval_dataset or args.dataset, split=args.eval_split,
-                                       min_samples=min_samples)
+    if args.eval_split_name:
+        eval_set = load_speech_dataset(args.eval_dataset_name or args.dataset_name, split=args.eval_split_name,
+                                       max_samples=args.max_eval_samples, **data_options)
 
-    # 2. processor: letters of the training transcripts, [PAD] = blank = 0, [UNK], "|" between words
-    if args.processor_name_or_path:
-        processor = Wav2Vec2Processor.from_pretrained(args.processor_name_or_path)
-    else:
-        processor = build_processor(build_vocabulary(train["text"]), feat_extract_norm=config.feat_extract_norm)
+    # 2. processor: characters of the training transcripts, [PAD] = blank = 0, [UNK], "|" between words, and the
+    # normalisation (saved with it in every checkpoint and in the output folder)
+    if processor is None:
+        processor = build_processor(build_vocabulary(train["text"], normalizer), normalizer=normalizer,
+                                    feat_extract_norm=config.feat_extract_norm)
     tokenizer = processor.tokenizer
     logger.info("vocabulary (%d): %s", len(tokenizer), "".join(tokenizer.convert_ids_to_tokens(range(len(tokenizer)))))
 
@@ -186,6 +401,10 @@ def main():
                        dict(report.unknown_characters))
     logger.info("train: %d utterances, %.2f h; eval: %s utterances", len(train), sum(train["duration"]) / 3600,
                 len(eval_set) if eval_set is not None else "no")
+    for name, split, rows in (("training", args.train_split_name, train), ("eval", args.eval_split_name, eval_set)):
+        if rows is not None and len(rows) == 0:
+            raise ValueError(f"no usable {name} utterance in {args.dataset_name} (split {split}): every file was "
+                             f"unreadable, outside the duration limits, or without a usable transcript (see the log)")
 
     # 5. train
     trainer = CTCTrainer(
@@ -193,14 +412,9 @@ def main():
         eval_dataset=AudioDataset(eval_set, min_samples=min_samples) if eval_set is not None else None,
         data_collator=CTCCollator(processor, model.num_frames, min_samples=min_samples), processing_class=processor,
         compute_metrics=make_compute_metrics(processor), preprocess_logits_for_metrics=argmax_logits,
-        max_tokens=args.max_tokens,
+        max_tokens=args.max_tokens, max_consecutive_skips=training_args.max_consecutive_skips,
     )
-    resume = training_args.resume_from_checkpoint
-    if resume in ("latest", "true", "True"):
-        resume = get_last_checkpoint(training_args.output_dir)
-        if resume is None:
-            logger.info("no checkpoint in %s: starting from scratch", training_args.output_dir)
-    result = trainer.train(resume_from_checkpoint=resume)
+    result = trainer.train(resume_from_checkpoint=resume)  # TrainingStopped: no final model from bad weights
     trainer.log_metrics("train", result.metrics)
 
     # 6. evaluate (the best-WER checkpoint when load_best_model_at_end) and save model + processor
@@ -208,13 +422,15 @@ def main():
     if eval_set is not None:
         results[args.eval_split] = trainer.evaluate(metric_key_prefix="eval")
     if args.test_split:
-        test = load_speech_dataset(args.eval_dataset or args.dataset, split=args.test_split, min_samples=min_samples)
+        test = load_speech_dataset(args.eval_dataset_name or args.dataset_name, split=args.test_split_name,
+                                   max_samples=args.max_eval_samples, **data_options)
         test = filter_ctc_dataset(test, processor, model.num_frames, report)
         results[args.test_split] = trainer.evaluate(AudioDataset(test, min_samples=min_samples),
                                                     metric_key_prefix="test")
     if trainer.is_world_process_zero():
         # model + config + our modeling code with auto_map + processor + model card: a complete Hub folder
-        card = finetuned_model_card_info(args, training_args, recipe_name, chosen, train_hours, results)
+        card = finetuned_model_card_info(args, training_args, recipe_name, chosen, train_hours, results,
+                                         log_history=trainer.state.log_history, normalization=normalizer.describe())
         save_hub_folder(trainer.model, processor, training_args.output_dir, card=card)
         with open(os.path.join(training_args.output_dir, "eval_results.json"), "w") as handle:
             json.dump({"recipe": recipe_name, "results": results, "log_history": trainer.state.log_history},

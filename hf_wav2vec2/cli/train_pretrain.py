@@ -16,8 +16,21 @@ Usage:
     # continue where a run stopped (model, optimizer, LR schedule, RNG, Gumbel temperature, data position)
     python train_pretrain.py ... --resume_from_checkpoint latest
 
-The output folder ends with a ``save_pretrained`` model (safetensors + config.json) that ``W2V2ForCTC`` loads for
-fine-tuning, ``checkpoints/checkpoint-<step>`` Accelerate states, and TensorBoard logs under ``logs/``.
+Robustness: an output folder that holds another run is refused unless resumed or ``--overwrite_output_dir``;
+resuming from an older checkpoint moves the later ones into ``checkpoints/superseded-<time>/`` (nothing is deleted
+but this run's own checkpoints beyond ``--save_total_limit``). Checkpoints are written to ``partial-<step>`` and
+renamed when complete; the training state is JSON (``training_state.json``) and Accelerate loads the tensors with
+``weights_only=True``, so a checkpoint never runs code. An update with a non-finite loss or gradient is skipped
+(weights and Adam untouched; it keeps its slot of ``--max_steps`` and its LR step); batches without usable audio
+are no update at all; ``--max_consecutive_skips`` skipped updates in a row stop the run with an error, without
+writing a final model.
+
+The output folder ends as a complete Hub folder (``hf_wav2vec2.hub.save_hub_folder``) that ``W2V2ForCTC`` loads for
+fine-tuning: model.safetensors, config.json with ``auto_map``, our modeling code, preprocessor_config.json (the
+feature extractor), a model card (README.md: data, hours, updates, recipe, final validation figures, how to
+fine-tune, limitations; rewritten at the end of every run) and train_history.json; besides them
+``checkpoints/checkpoint-<step>`` Accelerate states and TensorBoard logs under ``logs/``. ``--push_to_hub`` (with
+``--hub_model_id``, ``--hub_token``, ``--hub_private_repo``) uploads the folder without the checkpoints.
 
 On Linux with glibc the script first restarts itself once with ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` (large CPU
 buffers on transparent huge pages, see ``hf_wav2vec2.training.allocator``); ``--huge_pages false`` turns that off.
@@ -33,18 +46,28 @@ from dataclasses import dataclass, field
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
 from hf_wav2vec2 import W2V2Config, W2V2ForPreTraining
 from hf_wav2vec2.data import AudioDataset, MaxTokensBatchSampler, PretrainingCollator, load_speech_dataset
+from hf_wav2vec2.hub import (
+    PRETRAINING_PUSH_IGNORE,
+    pretraining_feature_extractor,
+    pretraining_model_card_info,
+    push_hub_folder,
+    save_hub_folder,
+)
 from hf_wav2vec2.training import choose_pretraining_recipe, parameter_groups, polynomial_decay_lr_lambda
 from hf_wav2vec2.training.allocator import use_huge_pages
+from hf_wav2vec2.training.checkpoints import check_output_dir
 from hf_wav2vec2.training.pretraining import (
+    STATE_FILE,
     PretrainingState,
-    latest_checkpoint,
+    load_checkpoint,
+    new_run_id,
     pretraining_update,
     save_checkpoint,
     validate,
@@ -55,16 +78,35 @@ logger = logging.getLogger("train_pretrain")
 
 @dataclass
 class Arguments:
-    dataset: list[str] = field(metadata={"help": "Hub dataset name(s) or local LibriSpeech / Libri-light / audio "
-                                                 "folder(s)"})
+    """Dataset options carry the transformers examples' names; the earlier ones stay as aliases (``--dataset``,
+    ``--hub_config``, ``--split``, ``--dev_dataset``, ``--dev_split``)."""
+
+    dataset_name: list[str] = field(metadata={
+        "aliases": ["--dataset"], "help": "Hub dataset name(s), local folder(s) datasets.load_dataset reads "
+        "(audiofolder, Hub-layout parquet, save_to_disk), or local LibriSpeech / Libri-light / audio folder(s) "
+        "(alias: --dataset)"})
     output_dir: str = field(metadata={"help": "where the model, checkpoints and logs go"})
-    split: str | None = field(default=None, metadata={"help": "training split(s): train-clean-100+train-other-500"})
-    dev_dataset: list[str] | None = field(default=None, metadata={"help": "dev source(s); default: --dataset"})
-    dev_split: str | None = field(default=None, metadata={"help": "dev split for the validation loss"})
+    dataset_config_name: str | None = field(default=None, metadata={
+        "aliases": ["--hub_config"], "help": "datasets configuration, e.g. Common Voice's fr (alias: --hub_config)"})
+    train_split_name: str | None = field(default=None, metadata={
+        "aliases": ["--split"], "help": "training split(s): train, train-clean-100+train-other-500 (alias: --split)"})
+    eval_dataset_name: list[str] | None = field(default=None, metadata={
+        "aliases": ["--dev_dataset"], "help": "dev source(s); default: --dataset_name (alias: --dev_dataset)"})
+    eval_split_name: str | None = field(default=None, metadata={
+        "aliases": ["--dev_split"], "help": "dev split for the validation loss (alias: --dev_split)"})
+    audio_column_name: str = field(default="audio", metadata={"help": "audio column of a datasets source"})
+    max_train_samples: int | None = field(default=None, metadata={"help": "use only the first N training "
+                                                                          "utterances"})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "use only the first N dev utterances"})
     config: str = field(default="tiny", metadata={"help": "preset (base, large_lv60, tiny) or a config.json path"})
     max_steps: int = field(default=1000, metadata={"help": "optimizer updates"})
     learning_rate: float | None = field(default=None, metadata={"help": "peak LR; default: the preset's recipe"})
-    warmup_ratio: float = field(default=0.08, metadata={"help": "linear warm-up share, then linear decay to 0"})
+    warmup_ratio: float = field(default=0.08, metadata={"help": "linear warm-up share, then linear decay to 0 (the "
+                                                                "paper's 32k of 400k updates)"})
+    gumbel_schedule: str = field(default="proportional", metadata={
+        "help": "proportional: the Gumbel temperature decay stretched to --max_steps, so that it reaches its floor at"
+                " the same fraction of the run as the paper's 400k-update run (69%%), exactly the paper's values at "
+                "400k updates; paper: 0.999995 per update whatever the run length (a short run stays near 2)"})
     adam_beta1: float = 0.9
     adam_beta2: float = 0.98
     adam_epsilon: float = 1e-6
@@ -83,10 +125,39 @@ class Arguments:
     seed: int = 0
     num_workers: int = 2
     resume_from_checkpoint: str | None = field(default=None, metadata={"help": "a checkpoint folder or 'latest'"})
+    overwrite_output_dir: bool = field(default=False, metadata={"help": "delete the checkpoints and model of a "
+                                                                        "previous run in --output_dir first"})
+    max_consecutive_skips: int = field(default=10, metadata={"help": "stop when this many updates in a row are "
+                                                                     "skipped (non-finite loss or gradient, or no "
+                                                                     "usable audio)"})
     huge_pages: bool = field(default=True, metadata={"help": "restart once with GLIBC_TUNABLES=glibc.malloc.hugetlb=1"
                                                              " (large CPU buffers on transparent huge pages: CPU steps "
                                                              "otherwise spend as long in page faults as in the model);"
                                                              " --huge_pages false turns it off"})
+    push_to_hub: bool = field(default=False, metadata={"help": "upload the output folder (model, code, feature "
+                                                               "extractor, model card; no checkpoints) at the end"})
+    hub_model_id: str | None = field(default=None, metadata={"help": "Hub repo (me/w2v2-base); default: the name of "
+                                                                     "--output_dir"})
+    hub_token: str | None = field(default=None, metadata={"help": "Hub token; default: the saved login"})
+    hub_private_repo: bool | None = field(default=None, metadata={"help": "create the repo private (if it is new)"})
+
+
+    # The earlier option names, still read below.
+    @property
+    def dataset(self) -> list[str]:
+        return self.dataset_name
+
+    @property
+    def split(self) -> str | None:
+        return self.train_split_name
+
+    @property
+    def dev_dataset(self) -> list[str] | None:
+        return self.eval_dataset_name
+
+    @property
+    def dev_split(self) -> str | None:
+        return self.eval_split_name
 
 
 def build_config(name: str) -> W2V2Config:
@@ -95,8 +166,21 @@ def build_config(name: str) -> W2V2Config:
     return W2V2Config.from_preset(name)
 
 
+def check_arguments(args: Arguments) -> None:
+    """Counts that must be positive, checked before any work."""
+    for name in ("max_steps", "save_steps", "eval_steps", "logging_steps", "gradient_accumulation_steps",
+                 "save_total_limit", "max_consecutive_skips", "max_sample_size"):
+        if getattr(args, name) < 1:
+            raise ValueError(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    if args.gumbel_schedule not in ("proportional", "paper"):
+        raise ValueError(f"--gumbel_schedule must be proportional or paper, got {args.gumbel_schedule!r}")
+    if args.max_tokens is not None and args.max_tokens < 1:
+        raise ValueError(f"--max_tokens must be a positive number of samples, got {args.max_tokens}")
+
+
 def main():
     (args,) = HfArgumentParser(Arguments).parse_args_into_dataclasses()
+    check_arguments(args)
     if args.huge_pages:
         use_huge_pages()  # re-executes this script once, same arguments
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
@@ -113,12 +197,23 @@ def main():
     set_seed(args.seed)
     os.makedirs(args.output_dir, exist_ok=True)
     checkpoints = os.path.join(args.output_dir, "checkpoints")
+    # Before any work: a folder holding another run is refused unless resumed or overwritten; resuming from an
+    # older checkpoint sets its later ones aside, so that this run's saves never collide with them.
+    resume = None
+    if accelerator.is_main_process:
+        resume = check_output_dir(checkpoints, marker=STATE_FILE, resume=args.resume_from_checkpoint,
+                                  overwrite=args.overwrite_output_dir,
+                                  model_files=[os.path.join(args.output_dir, n) for n in (
+                                      "model.safetensors", "config.json", "train_history.json")])
+    resume = broadcast_object_list([resume])[0] if accelerator.num_processes > 1 else resume
 
     # 1. data: utterances by total audio per batch, long ones cropped, bad files and audio shorter than the
     # receptive field (no frame) skipped and logged
     min_samples = config.receptive_field
+    data_options = dict(hub_config=args.dataset_config_name, audio_column=args.audio_column_name,
+                        min_samples=min_samples)
     train = load_speech_dataset(args.dataset, split=args.split, min_duration_s=args.min_duration_s,
-                                min_samples=min_samples)
+                                max_samples=args.max_train_samples, **data_options)
     sampler = MaxTokensBatchSampler(train["num_samples"], max_tokens, max_sample_size=args.max_sample_size,
                                     seed=args.seed)
     normalize = config.feat_extract_norm == "layer"  # fairseq normalises the input of layer-norm models
@@ -129,7 +224,8 @@ def main():
                               num_workers=args.num_workers, generator=torch.Generator().manual_seed(args.seed))
     dev_loader = None
     if args.dev_split:
-        dev = load_speech_dataset(args.dev_dataset or args.dataset, split=args.dev_split, min_samples=min_samples)
+        dev = load_speech_dataset(args.dev_dataset or args.dataset, split=args.dev_split,
+                                  max_samples=args.max_eval_samples, **data_options)
         dev_sampler = MaxTokensBatchSampler(dev["num_samples"], max_tokens, max_sample_size=args.max_sample_size,
                                             shuffle=False)
         dev_loader = DataLoader(AudioDataset(dev, min_samples=min_samples), batch_sampler=dev_sampler,
@@ -138,6 +234,9 @@ def main():
                                 num_workers=args.num_workers, generator=torch.Generator().manual_seed(args.seed))
     logger.info("train: %d utterances, %.1f h, %d batches per epoch", len(train), sum(train["duration"]) / 3600,
                 len(sampler))
+    if len(sampler) == 0:
+        raise ValueError(f"no usable training audio in {args.dataset} (split {args.split}): every file was unreadable"
+                         f" or shorter than --min_duration_s {args.min_duration_s} / one frame (see the log above)")
 
     # 2. model
     model = W2V2ForPreTraining(config)
@@ -152,16 +251,9 @@ def main():
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)
     if dev_loader is not None:
         dev_loader = accelerator.prepare(dev_loader)
-    state = PretrainingState()
-    accelerator.register_for_checkpointing(state)
-
-    resume = args.resume_from_checkpoint
-    if resume == "latest":
-        resume = latest_checkpoint(checkpoints)
-        if resume is None:
-            logger.info("no checkpoint in %s: starting from scratch", checkpoints)
+    state = PretrainingState(run_id=new_run_id())
     if resume:
-        accelerator.load_state(resume)
+        load_checkpoint(accelerator, resume, state)  # JSON state; tensors loaded with weights_only=True
         logger.info("resumed from %s at update %d (epoch %d, batch %d)", resume, state.step, state.epoch,
                     state.batches_in_epoch)
     accelerator.init_trackers("logs", config={k: v for k, v in vars(args).items() if not isinstance(v, list)})
@@ -172,6 +264,9 @@ def main():
 
     def batches():
         while True:
+            # Through the prepared loader: Accelerate's DataLoaderShard re-sets its sampler's epoch from its own
+            # counter when an iterator starts, which would replay epoch 0's order after a resume.
+            train_loader.set_epoch(state.epoch)
             sampler.set_epoch(state.epoch)
             collator.set_epoch(state.epoch)
             loader = accelerator.skip_first_batches(train_loader, state.batches_in_epoch) \
@@ -182,12 +277,18 @@ def main():
             state.epoch += 1
             state.batches_in_epoch = 0
 
+    metrics, val = {}, {}  # the last update's and the last validation's figures, for the model card
     stream = batches()
     window_start = time.perf_counter()
+    gumbel_run_steps = args.max_steps if args.gumbel_schedule == "proportional" else None
     while state.step < args.max_steps:
         micro = [next(stream) for _ in range(args.gradient_accumulation_steps)]
-        metrics = pretraining_update(accelerator, model, optimizer, scheduler, micro, state, seed=args.seed,
-                                     max_grad_norm=args.max_grad_norm)
+        update = pretraining_update(accelerator, model, optimizer, scheduler, micro, state, seed=args.seed,
+                                    max_grad_norm=args.max_grad_norm, max_consecutive_skips=args.max_consecutive_skips,
+                                    gumbel_run_steps=gumbel_run_steps)
+        if update is None:  # no usable audio in these batches: not an update, draw the next ones
+            continue
+        metrics = update
         progress.update(1)
         if state.step % args.logging_steps == 0 or state.step == args.max_steps:
             elapsed = time.perf_counter() - window_start
@@ -204,16 +305,36 @@ def main():
             if accelerator.is_main_process:
                 progress.write(json.dumps({"step": state.step, **{k: round(v, 4) for k, v in val.items()}}))
         if state.step % args.save_steps == 0 or state.step == args.max_steps:
-            save_checkpoint(accelerator, checkpoints, state.step, args.save_total_limit)
+            save_checkpoint(accelerator, checkpoints, state, args.save_total_limit)
 
-    # 5. save: a folder W2V2ForCTC.from_pretrained takes for fine-tuning
+    # 5. save: a complete Hub folder (weights, config with auto_map, our modeling code, feature extractor, model
+    # card) that W2V2ForCTC.from_pretrained takes for fine-tuning; written at the end of every run, pushed on request
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        accelerator.unwrap_model(model).save_pretrained(args.output_dir)
-        with open(os.path.join(args.output_dir, "train_history.json"), "w") as f:
-            json.dump({"history": state.history, "skipped_updates": state.skipped_updates,
-                       "seen_audio_h": state.seen_audio_s / 3600}, f)
-        logger.info("model saved to %s (%d updates, %d skipped)", args.output_dir, state.step, state.skipped_updates)
+        history_path = os.path.join(args.output_dir, "train_history.json")
+        previous = {}
+        if os.path.exists(history_path):  # a run resumed at max_steps measures nothing: keep the last figures
+            with open(history_path) as f:
+                previous = json.load(f)
+        record = {"history": state.history, "skipped_updates": state.skipped_updates,
+                  "seen_audio_h": state.seen_audio_s / 3600, "updates": state.step,
+                  "train_hours": sum(train["duration"]) / 3600, "learning_rate": learning_rate,
+                  "max_tokens": max_tokens, "processes": accelerator.num_processes,
+                  "mixed_precision": accelerator.mixed_precision,
+                  "last_update": metrics or previous.get("last_update", {}),
+                  "last_validation": val or previous.get("last_validation", {})}
+        with open(history_path, "w") as f:
+            json.dump(record, f)
+        unwrapped = accelerator.unwrap_model(model)
+        save_hub_folder(unwrapped, pretraining_feature_extractor(unwrapped.config), args.output_dir,
+                        card=pretraining_model_card_info(args, record, unwrapped.config))
+        logger.info("model and model card saved to %s (%d updates, %d skipped)", args.output_dir, state.step,
+                    state.skipped_updates)
+        if args.push_to_hub:
+            repo_id = args.hub_model_id or os.path.basename(os.path.abspath(args.output_dir))
+            push_hub_folder(args.output_dir, repo_id, token=args.hub_token, private=args.hub_private_repo,
+                            commit_message="Upload wav2vec 2.0 pretrained model",
+                            ignore_patterns=PRETRAINING_PUSH_IGNORE)
     accelerator.wait_for_everyone()  # tearing the group down while the main process still saves can hang at exit
     accelerator.end_training()
 

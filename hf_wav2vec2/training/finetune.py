@@ -10,21 +10,32 @@
   Adam's betas (0.9, 0.98) and eps 1e-8 are ``TrainingArguments`` fields (``adam_beta2``, ``adam_epsilon``).
   A batch without a usable example (the collator returns None) becomes a zero-loss placeholder
   (:class:`PlaceholderForEmptyBatch`), so that every process of a distributed run still runs the step.
+* :class:`SkipGuard`: an update whose loss or gradient is not finite, or whose batches were all placeholders, is
+  skipped (no optimizer step: weights and Adam moments untouched), logged and counted; too many in a row stop the
+  run with :class:`TrainingStopped`. The Trainer still counts a skipped update in ``global_step`` and steps the LR
+  schedule (its data position on resume is ``global_step`` updates of batches), as pretraining does for non-finite
+  updates.
 * :func:`make_compute_metrics` / :func:`argmax_logits`: greedy CTC decoding and WER / CER through ``evaluate``.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from collections.abc import Callable
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
 from transformers import EvalPrediction, Trainer, TrainerCallback
+from transformers.trainer_callback import ExportableState
 
 from ..data.batching import MaxTokensBatchSampler
 from ..decoding import greedy_decode
+from ..hub import PushCodeFilesCallback
+from .checkpoints import disk_full_error, is_disk_full, latest_checkpoint
+from .pretraining import TrainingStopped
 from .schedules import tri_stage_lr_lambda
 
 logger = logging.getLogger("hf_wav2vec2.training")
@@ -86,6 +97,77 @@ class FreezeFinetuneCallback(TrainerCallback):
             self._frozen = frozen
 
 
+# ------------------------------------------------------------------------------------------ non-finite guard
+class SkipGuard(TrainerCallback, ExportableState):
+    """Skips the optimizer step of an update that must not be applied, counts it, and stops a run that only skips.
+
+    :meth:`CTCTrainer.training_step` reports each micro-batch (finite loss? a real batch or a placeholder?); just
+    before the optimizer step this callback checks those and the gradients, agreed over all processes:
+
+    * no real batch in the whole update (every file unusable): an *empty* update;
+    * a non-finite loss or gradient: a *skipped* update.
+
+    Either way the gradients are set to None, so Adam steps no parameter and leaves its moments untouched (under
+    fp16 the gradient scaler skips non-finite steps itself). ``max_consecutive_skips`` of them in a row raise
+    :class:`TrainingStopped` out of ``Trainer.train``: the checkpoints hold the last good weights and the script
+    writes no final model. The counters are saved in ``trainer_state.json`` and restored on resume.
+    """
+
+    def __init__(self, max_consecutive_skips: int | None = 10):
+        self.max_consecutive_skips = max_consecutive_skips
+        self.skipped_updates = self.empty_updates = self.consecutive_skips = 0
+        self._real_batches, self._finite_loss = 0, True
+        self.trainer = None  # set by CTCTrainer
+
+    def state(self) -> dict:
+        return {"args": {"max_consecutive_skips": self.max_consecutive_skips},
+                "attributes": {"skipped_updates": self.skipped_updates, "empty_updates": self.empty_updates,
+                               "consecutive_skips": self.consecutive_skips}}
+
+    def record(self, real_batch: bool, loss: torch.Tensor) -> None:
+        self._real_batches += int(real_batch)
+        self._finite_loss &= bool(torch.isfinite(loss.detach()).all())
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        saved = (state.stateful_callbacks or {}).get(type(self).__name__)
+        if isinstance(saved, dict) and "attributes" in saved:  # a resumed run
+            for name, value in saved["attributes"].items():
+                setattr(self, name, value)
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        trainer = self.trainer
+        grads = [p.grad for p in model.parameters() if p.grad is not None]
+        finite_grad = all(bool(torch.isfinite(g).all()) for g in grads)
+        flags = torch.tensor([self._real_batches, int(not self._finite_loss), int(not finite_grad)],
+                             dtype=torch.float64, device=trainer.args.device)
+        if trainer.accelerator.num_processes > 1:
+            flags = trainer.accelerator.reduce(flags, "sum")
+        real, bad_loss, bad_grad = flags.tolist()
+        self._real_batches, self._finite_loss = 0, True
+        update = state.global_step + 1
+        if real > 0 and not bad_loss and not bad_grad:
+            self.consecutive_skips = 0
+            return
+        if real == 0:
+            self.empty_updates += 1
+            logger.warning("update %d: no usable example in its batches, skipped (%d such updates so far)", update,
+                           self.empty_updates)
+        else:
+            self.skipped_updates += 1
+            logger.warning("update %d skipped: non-finite %s (%d skipped so far)", update,
+                           "loss" if bad_loss else "gradient", self.skipped_updates)
+        self.consecutive_skips += 1
+        if trainer.accelerator.scaler is None or real == 0:  # fp16: the scaler skips a non-finite step itself
+            for p in model.parameters():
+                p.grad = None
+        if self.max_consecutive_skips is not None and self.consecutive_skips >= self.max_consecutive_skips:
+            raise TrainingStopped(
+                f"{self.consecutive_skips} consecutive updates skipped at update {update} ({self.skipped_updates} "
+                f"non-finite, {self.empty_updates} without usable examples in all): stopping. The checkpoints in "
+                f"{args.output_dir} hold the last good weights; lower the learning rate, check the data, or raise "
+                f"--max_consecutive_skips")
+
+
 # --------------------------------------------------------------------------------------------------- metrics
 def argmax_logits(logits: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
     """``preprocess_logits_for_metrics``: keep the (B, T) greedy ids instead of (B, T, V) logits, so evaluation
@@ -130,6 +212,7 @@ class CTCTrainer(Trainer):
         lr_phase_ratios, init_lr_scale, final_lr_scale: the tri-stage schedule (fairseq ``phase_ratio``,
             ``init_lr_scale``, ``final_lr_scale``); ``args.lr_scheduler_type`` and warm-up fields are not used.
         freeze_finetune_updates: override ``model.config.freeze_finetune_updates``.
+        max_consecutive_skips: stop after this many skipped updates in a row (:class:`SkipGuard`); None: never.
 
     The model must use ``ctc_loss_reduction="sum"``: the trainer normalises by the utterance count itself. The data
     collator is wrapped in :class:`PlaceholderForEmptyBatch`: a None batch becomes a zero-loss placeholder.
@@ -139,7 +222,7 @@ class CTCTrainer(Trainer):
 
     def __init__(self, *args, max_tokens: int | None = None, lr_phase_ratios=(0.1, 0.4, 0.5),
                  init_lr_scale: float = 0.01, final_lr_scale: float = 0.05,
-                 freeze_finetune_updates: int | None = None, **kwargs):
+                 freeze_finetune_updates: int | None = None, max_consecutive_skips: int | None = 10, **kwargs):
         self.max_tokens = max_tokens
         self.lr_phase_ratios = tuple(lr_phase_ratios)
         self.init_lr_scale = init_lr_scale
@@ -147,7 +230,12 @@ class CTCTrainer(Trainer):
         callbacks = list(kwargs.pop("callbacks", None) or [])
         if not any(isinstance(c, FreezeFinetuneCallback) for c in callbacks):
             callbacks.append(FreezeFinetuneCallback(freeze_finetune_updates))
+        if not any(isinstance(c, PushCodeFilesCallback) for c in callbacks):
+            callbacks.append(PushCodeFilesCallback())  # intermediate Hub pushes carry the code auto_map names
+        self.skip_guard = SkipGuard(max_consecutive_skips)
+        callbacks.append(self.skip_guard)
         super().__init__(*args, callbacks=callbacks, **kwargs)
+        self.skip_guard.trainer = self
         reduction = self.model.config.ctc_loss_reduction
         if reduction != "sum":
             raise ValueError(f"CTCTrainer normalises the summed CTC loss by the utterance count (fairseq "
@@ -189,6 +277,32 @@ class CTCTrainer(Trainer):
             loss = loss * 0.0  # a placeholder: nothing to learn, but every process still runs its backward
         return (loss, outputs) if return_outputs else loss
 
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self.skip_guard.record(bool((inputs["labels"] >= 0).any()), loss)
+        return loss
+
+    def log(self, logs: dict, *args, **kwargs) -> None:
+        if "loss" in logs:  # training logs carry the skip counters
+            logs = {**logs, "skipped_updates": self.skip_guard.skipped_updates,
+                    "empty_updates": self.skip_guard.empty_updates}
+        super().log(logs, *args, **kwargs)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """The Trainer's checkpoint; a full disk raises an error naming the folder, and the incomplete checkpoint
+        (which would otherwise look like the latest) is removed. ``trainer_state.json`` is written last: a folder
+        without it is incomplete, and ``latest_checkpoint`` never picks it."""
+        folder = os.path.join(self.args.output_dir, f"checkpoint-{self.state.global_step}")
+        try:
+            super()._save_checkpoint(model, trial)
+        except (OSError, RuntimeError) as error:
+            if not is_disk_full(error):
+                raise
+            if self.args.should_save:
+                shutil.rmtree(folder, ignore_errors=True)
+            raise disk_full_error(folder, error, latest_checkpoint(self.args.output_dir, "trainer_state.json")) \
+                from error
+
     # 3. evaluation: frames past an utterance's end decode as blank
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         loss, outputs, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
@@ -206,8 +320,12 @@ class CTCTrainer(Trainer):
     def get_train_dataloader(self) -> DataLoader:
         if self.max_tokens is None:
             return super().get_train_dataloader()
+        # An utterance over max_tokens cannot be cropped (its transcript would no longer match): skipped, logged.
         sampler = MaxTokensBatchSampler(_lengths(self.train_dataset), self.max_tokens, shuffle=True,
-                                        seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed)
+                                        seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+                                        too_long="skip", names=_names(self.train_dataset), advice=_ADVICE)
+        if len(sampler) == 0:
+            raise ValueError(f"no training utterance fits max_tokens={self.max_tokens} samples ({_ADVICE})")
         return self._audio_dataloader(self.train_dataset, sampler)
 
     def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
@@ -218,7 +336,8 @@ class CTCTrainer(Trainer):
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         if dataset is None:
             raise ValueError("CTCTrainer: evaluation requires an eval_dataset")
-        sampler = MaxTokensBatchSampler(_lengths(dataset), self.max_tokens, shuffle=False)
+        sampler = MaxTokensBatchSampler(_lengths(dataset), self.max_tokens, shuffle=False, too_long="alone",
+                                        names=_names(dataset))
         if self.accelerator.num_processes > 1:
             sampler = EvenBatches(sampler, self.accelerator.num_processes)
         return self._audio_dataloader(dataset, sampler)
@@ -280,6 +399,20 @@ class EvenBatches(Sampler[list[int]]):
 
     def __iter__(self):
         return iter(self.batches)
+
+
+_ADVICE = "raise --max_tokens, or leave long files out with --max_duration_s"
+
+
+def _names(dataset) -> list[str] | None:
+    """Utterance ids (else paths) of an ``AudioDataset`` or a dataset with such a column, for messages."""
+    source = getattr(dataset, "hf_dataset", dataset)
+    for column in ("id", "path"):
+        try:
+            return list(source[column])
+        except (KeyError, TypeError, ValueError, IndexError):
+            continue
+    return None
 
 
 def _lengths(dataset) -> list[int]:

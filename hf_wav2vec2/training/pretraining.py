@@ -10,33 +10,52 @@ summed over all micro-batches and processes (DDP has averaged them over processe
 from __future__ import annotations
 
 import contextlib
+import json
+import logging
 import math
 import os
 import shutil
+import time
+import uuid
 from dataclasses import dataclass, field
 
 import torch
 
 from ..configuration import SAMPLING_RATE
+from .checkpoints import disk_full_error, is_disk_full, latest_checkpoint, prune_checkpoints
 from .schedules import gumbel_temperature
+
+logger = logging.getLogger("hf_wav2vec2.training")
 
 
 @dataclass
 class PretrainingState:
-    """What the loop needs to continue as if never stopped; saved with every Accelerate checkpoint."""
+    """What the loop needs to continue as if never stopped; saved as JSON (``training_state.json``) in every
+    checkpoint, beside Accelerate's model, optimizer, LR-schedule and RNG files. The Gumbel temperature is a function
+    of ``step`` (:func:`gumbel_temperature`), masks and negatives of ``(seed, step)`` (:func:`mask_generator`)."""
 
-    step: int = 0  # optimizer updates done
+    step: int = 0  # updates done, skipped non-finite ones included (they use their slot of max_steps and the LR)
     epoch: int = 0
     batches_in_epoch: int = 0  # micro-batches of the current epoch already consumed
     skipped_updates: int = 0  # updates dropped for a non-finite loss or gradient
+    empty_updates: int = 0  # updates whose micro-batches held no usable audio: no step, not counted in ``step``
+    consecutive_skips: int = 0  # skipped or empty updates since the last applied one
     seen_audio_s: float = 0.0
-    history: list = field(default_factory=list)  # (step, loss) of every update, for the resume test and plots
+    run_id: str = ""  # lineage: a resumed run keeps it; pruning only deletes checkpoints that carry it
+    history: list = field(default_factory=list)  # [step, loss] of every update, for the resume test and plots
 
     def state_dict(self) -> dict:
         return dict(self.__dict__)
 
     def load_state_dict(self, state: dict) -> None:
+        unknown = set(state) - set(self.__dict__)
+        if unknown:
+            raise ValueError(f"unknown training state field(s) {sorted(unknown)}")
         self.__dict__.update(state)
+
+
+class TrainingStopped(RuntimeError):
+    """Too many consecutive updates were skipped (non-finite loss or gradient, or no usable audio)."""
 
 
 def mask_generator(device: torch.device, seed: int, step: int, micro_batch: int, process: int) -> torch.Generator:
@@ -46,12 +65,23 @@ def mask_generator(device: torch.device, seed: int, step: int, micro_batch: int,
 
 
 def pretraining_update(accelerator, model, optimizer, scheduler, batches, state: PretrainingState, *,
-                       seed: int = 0, max_grad_norm: float | None = None) -> dict:
+                       seed: int = 0, max_grad_norm: float | None = None,
+                       max_consecutive_skips: int | None = None, gumbel_run_steps: int | None = None) -> dict | None:
     """Forward/backward every micro-batch of ``batches`` (None entries: a batch whose audio was all unusable), then
-    one normalised optimizer step. Returns metrics averaged over processes, per masked frame."""
+    one normalised optimizer step. Returns metrics averaged over processes, per masked frame.
+
+    Two kinds of update are skipped, never applied: one whose loss or gradient norm is not finite (no optimizer
+    step: weights and Adam moments untouched; it still takes its slot of ``max_steps`` and its LR-schedule step, so
+    the run's length and schedule do not depend on faults; counted in ``state.skipped_updates``), and one without
+    any usable audio on any process (nothing happens at all: returns None, counted in ``state.empty_updates``, the
+    caller draws the next batches). After ``max_consecutive_skips`` of either in a row, :class:`TrainingStopped`
+    is raised: the checkpoints written so far hold the last good weights.
+
+    The Gumbel temperature follows the paper's schedule, or with ``gumbel_run_steps`` its run-length-proportional
+    form (:func:`gumbel_temperature`)."""
     unwrapped = accelerator.unwrap_model(model)
     config = unwrapped.config
-    unwrapped.set_gumbel_temperature(gumbel_temperature(state.step, config))
+    unwrapped.set_gumbel_temperature(gumbel_temperature(state.step, config, gumbel_run_steps))
     params = [p for p in model.parameters() if p.requires_grad]
     device = accelerator.device
     keys = ("loss", "contrastive_loss", "diversity_loss", "feature_penalty", "num_masked", "correct",
@@ -86,21 +116,34 @@ def pretraining_update(accelerator, model, optimizer, scheduler, batches, state:
     # 2. gather the sums of all processes; normalise the gradient by the global masked count
     totals = accelerator.reduce(torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=device), "sum")
     totals = dict(zip(keys, totals.tolist()))
+    if totals["micro_batches"] == 0:  # no usable audio anywhere: not an update
+        optimizer.zero_grad(set_to_none=True)
+        state.empty_updates += 1
+        state.consecutive_skips += 1
+        logger.warning("no usable audio in the %d batch(es) of this update: skipped, not counted (%d so far)",
+                       len(batches), state.empty_updates)
+        _check_consecutive_skips(state, max_consecutive_skips)
+        return None
     n_total = max(totals["num_masked"], 1.0)
     scale = accelerator.num_processes / n_total
     for p in params:
         if p.grad is not None:
             p.grad.mul_(scale)
 
-    # 3. clip, then step unless the loss or the gradient is not finite (skipped and counted, never fatal)
+    # 3. clip, then step unless the loss or the gradient is not finite (skipped and counted)
     grad_norm = accelerator.clip_grad_norm_(params, max_grad_norm if max_grad_norm else float("inf"))
     grad_norm = float(grad_norm)
     finite = math.isfinite(totals["loss"]) and math.isfinite(grad_norm)
     if finite:
         optimizer.step()
         finite = not accelerator.optimizer_step_was_skipped  # fp16 overflow
-    if not finite:
+    if finite:
+        state.consecutive_skips = 0
+    else:
         state.skipped_updates += 1
+        state.consecutive_skips += 1
+        logger.warning("update %d skipped: loss %s, gradient norm %s (%d skipped so far)", state.step + 1,
+                       totals["loss"] / n_total, grad_norm, state.skipped_updates)
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
 
@@ -119,11 +162,22 @@ def pretraining_update(accelerator, model, optimizer, scheduler, batches, state:
         "grad_norm": grad_norm,
         "audio_s": totals["audio_s"],
         "skipped_updates": state.skipped_updates,
+        "empty_updates": state.empty_updates,
     }
     state.step += 1
     state.seen_audio_s += totals["audio_s"]
-    state.history.append((state.step, metrics["loss"]))
+    state.history.append([state.step, metrics["loss"]])
+    _check_consecutive_skips(state, max_consecutive_skips)
     return metrics
+
+
+def _check_consecutive_skips(state: PretrainingState, limit: int | None) -> None:
+    if limit is not None and state.consecutive_skips >= limit:
+        raise TrainingStopped(
+            f"{state.consecutive_skips} consecutive updates skipped (non-finite loss or gradient, or batches without "
+            f"usable audio; {state.skipped_updates} non-finite and {state.empty_updates} empty in all) at update "
+            f"{state.step}: stopping. The checkpoints written so far hold the last good weights; lower the learning "
+            f"rate, check the data, or raise --max_consecutive_skips")
 
 
 @torch.no_grad()
@@ -146,23 +200,61 @@ def validate(accelerator, model, dataloader, *, seed: int = 0) -> dict:
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints
-def latest_checkpoint(folder: str) -> str | None:
-    """The newest complete checkpoint: only fully written ones are renamed to checkpoint-<step>."""
-    if not os.path.isdir(folder):
-        return None
-    steps = [int(n.split("-")[1]) for n in os.listdir(folder) if n.startswith("checkpoint-") and n[11:].isdigit()]
-    return os.path.join(folder, f"checkpoint-{max(steps)}") if steps else None
+STATE_FILE = "training_state.json"  # written last: a checkpoint folder without it is incomplete
 
 
-def save_checkpoint(accelerator, folder: str, step: int, keep: int) -> None:
-    """Write to a temporary folder, then rename: a run killed while saving leaves the previous checkpoint usable."""
-    final = os.path.join(folder, f"checkpoint-{step}")
-    partial = os.path.join(folder, f"partial-{step}")
-    accelerator.save_state(partial)
+def new_run_id() -> str:
+    return uuid.uuid4().hex
+
+
+def save_checkpoint(accelerator, folder: str, state: PretrainingState, keep: int) -> str:
+    """Write ``folder/checkpoint-<step>``: Accelerate's model (safetensors), optimizer, LR-schedule and RNG files
+    plus ``training_state.json``, first into ``partial-<step>``, then renamed, so a run killed while saving leaves
+    the previous checkpoint as the latest. Then delete this run's checkpoints beyond the newest ``keep`` (other
+    lineages are never touched). A full disk raises ``OSError(ENOSPC)`` naming the folder, with the partial folder
+    removed and the last complete checkpoint intact."""
+    final = os.path.join(folder, f"checkpoint-{state.step}")
+    partial = os.path.join(folder, f"partial-{state.step}")
+    if accelerator.is_main_process:
+        os.makedirs(folder, exist_ok=True)
+        if os.path.isdir(partial):
+            shutil.rmtree(partial)  # our own unfinished save of this update (a run killed while saving)
+    accelerator.wait_for_everyone()
+    try:
+        accelerator.save_state(partial)
+        if accelerator.is_main_process:
+            with open(os.path.join(partial, STATE_FILE + ".tmp"), "w") as handle:
+                json.dump({**state.state_dict(), "saved_at": time.time()}, handle)
+            os.replace(os.path.join(partial, STATE_FILE + ".tmp"), os.path.join(partial, STATE_FILE))
+    except (OSError, RuntimeError) as error:
+        if not is_disk_full(error):
+            raise
+        shutil.rmtree(partial, ignore_errors=True)
+        raise disk_full_error(final, error, latest_checkpoint(folder, STATE_FILE)) from error
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
+        if os.path.exists(final):  # cannot happen after check_output_dir; never overwrite work, keep it aside
+            aside = f"{final}.replaced-{time.strftime('%Y%m%d-%H%M%S')}"
+            os.replace(final, aside)
+            logger.warning("%s existed: moved to %s", final, aside)
         os.replace(partial, final)
-        done = sorted((int(n.split("-")[1]) for n in os.listdir(folder) if n.startswith("checkpoint-")), reverse=True)
-        for old in done[keep:]:
-            shutil.rmtree(os.path.join(folder, f"checkpoint-{old}"), ignore_errors=True)
+        prune_checkpoints(folder, keep, state.run_id, STATE_FILE)
     accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(accelerator, path: str, state: PretrainingState) -> None:
+    """Restore a :func:`save_checkpoint` folder. Nothing in it is unpickled as code: the training state is JSON,
+    Accelerate loads model (safetensors), optimizer, LR schedule and RNG states with ``torch.load(weights_only=True)``.
+    """
+    state_file = os.path.join(path, STATE_FILE)
+    if not os.path.isfile(state_file):
+        old = os.path.isfile(os.path.join(path, "custom_checkpoint_0.pkl"))
+        raise ValueError(f"{path}: no {STATE_FILE}" + (
+            " (written by an older version, whose training state is a pickle; it is not loaded because unpickling "
+            "can run code)" if old else " (an incomplete checkpoint)"))
+    with open(state_file) as handle:
+        saved = json.load(handle)
+    saved.pop("saved_at", None)
+    state.load_state_dict(saved)
+    accelerator.load_state(path)

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import pickle
+import shutil
 import signal
 import subprocess
 import sys
@@ -404,3 +405,54 @@ def _driver(folder: str, work: str) -> None:
 if __name__ == "__main__":
     sys.path.insert(0, HERE)
     _driver(sys.argv[1], sys.argv[2])
+
+
+# ------------------------------------------------------------------ CTC fine-tuning resumed across epochs
+@pytest.fixture(scope="module")
+def ctc_folder(tmp_path_factory):
+    """A split folder of six 0.5-0.8 s utterances with transcripts, and a tiny pretraining folder to start from."""
+    import soundfile as sf
+    from conftest import tiny_config
+
+    from hf_wav2vec2 import W2V2ForPreTraining
+
+    root = tmp_path_factory.mktemp("ctc")
+    chapter = root / "split" / "7" / "1"
+    chapter.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    texts = ["A CAT", "THE HAT", "SAT", "A BAT", "TAT", "CAB"]
+    for i in range(len(texts)):
+        sf.write(chapter / f"7-1-{i:04d}.flac", 0.1 * rng.standard_normal(8000 + 1600 * i), 16000)
+    (chapter / "7-1.trans.txt").write_text("".join(f"7-1-{i:04d} {t}\n" for i, t in enumerate(texts)))
+    torch.manual_seed(0)
+    W2V2ForPreTraining(tiny_config()).save_pretrained(root / "start")
+    return root
+
+
+def _ctc_argv(folder, output, *extra):
+    return ["train_ctc.py", "--model_name_or_path", str(folder / "start"), "--dataset", str(folder / "split"),
+            "--output_dir", str(output), "--max_steps", "13", "--save_steps", "3", "--save_total_limit", "10",
+            "--logging_steps", "1", "--max_tokens", "22000", "--freeze_finetune_updates", "2", "--learning_rate",
+            "1e-3", "--disable_tqdm", "true", "--huge_pages", "false", "--report_to", "none", *extra]
+
+
+def test_ctc_fine_tuning_resumed_mid_epoch_continues_exactly_across_epochs(ctc_folder, tmp_path, monkeypatch):
+    """13 updates of 5 batches per epoch. The unbroken run's checkpoint-3 (inside the first epoch) is copied into a
+    fresh folder and resumed with ``--resume_from_checkpoint latest``: its losses from update 4 on, across the two
+    following epoch boundaries, equal the unbroken run's."""
+    script = _script("train_ctc", monkeypatch)
+    monkeypatch.setattr(sys, "argv", _ctc_argv(ctc_folder, tmp_path / "unbroken"))
+    script.main()
+    shutil.copytree(tmp_path / "unbroken" / "checkpoint-3", tmp_path / "resumed" / "checkpoint-3")
+    monkeypatch.setattr(sys, "argv", _ctc_argv(ctc_folder, tmp_path / "resumed", "--resume_from_checkpoint",
+                                               "latest"))
+    script.main()
+
+    def losses(run):
+        history = json.loads((tmp_path / run / "eval_results.json").read_text())["log_history"]
+        return {row["step"]: row["loss"] for row in history if "loss" in row}
+
+    unbroken, resumed = losses("unbroken"), losses("resumed")
+    assert sorted(unbroken) == list(range(1, 14))
+    assert json.loads((tmp_path / "unbroken" / "eval_results.json").read_text())["log_history"][-1]["epoch"] > 2
+    assert resumed == unbroken  # 1-3 from the checkpoint's trainer state, 4-13 trained again

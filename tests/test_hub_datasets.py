@@ -224,8 +224,11 @@ def test_train_ctc_french_epochs_end_to_end_with_tensorboard(cv_audiofolder, tmp
         "--dataset_config_name", "fr", "--train_split_name", "train", "--eval_split_name", "test",
         "--output_dir", str(out), "--num_train_epochs", "2", "--freeze_finetune_updates", "1", "--max_tokens", "8000",
         "--learning_rate", "1e-3", "--disable_tqdm", "true", "--huge_pages", "false", "--save_strategy", "no",
-        "--eval_strategy", "no", "--load_best_model_at_end", "false"])
+        "--eval_strategy", "no", "--load_best_model_at_end", "false", "--language", "fr"])
     train_ctc.main()
+    from huggingface_hub import ModelCard
+
+    assert ModelCard.load(out / "README.md").data.language in ("fr", ["fr"])  # --language reaches the card
     config = json.loads((out / "tokenizer_config.json").read_text(encoding="utf-8"))
     assert config["text_normalization"] == TextNormalizer().to_dict()  # auto: not a LibriSpeech source
     vocab = json.loads((out / "vocab.json").read_text(encoding="utf-8"))

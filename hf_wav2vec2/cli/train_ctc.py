@@ -144,6 +144,9 @@ class Arguments:
     processor_name_or_path: str | None = field(default=None, metadata={"help": "reuse this processor (vocabulary "
                                                                                "and normalisation) instead of "
                                                                                "building one"})
+    language: list[str] | None = field(default=None, metadata={
+        "help": "ISO 639 code(s) of the speech, for the model card (fr; several for multilingual data); default: en "
+        "for LibriSpeech / Libri-light / the synthetic corpus, else not stated"})
     recipe: str = field(default="auto", metadata={"help": "auto, tiny, 10m, 1h, 10h, 100h or 960h"})
     max_tokens: int | None = field(default=None, metadata={"help": "audio samples per device and batch (instead of "
                                                                    "a batch size: batches are built by total audio)"})

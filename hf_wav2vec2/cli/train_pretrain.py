@@ -98,6 +98,9 @@ class Arguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "use only the first N training "
                                                                           "utterances"})
     max_eval_samples: int | None = field(default=None, metadata={"help": "use only the first N dev utterances"})
+    language: list[str] | None = field(default=None, metadata={
+        "help": "ISO 639 code(s) of the speech, for the model card (fr; several for multilingual data); default: en "
+        "for LibriSpeech / Libri-light / the synthetic corpus, else not stated"})
     config: str = field(default="tiny", metadata={"help": "preset (base, large_lv60, tiny) or a config.json path"})
     max_steps: int = field(default=1000, metadata={"help": "optimizer updates"})
     learning_rate: float | None = field(default=None, metadata={"help": "peak LR; default: the preset's recipe"})

@@ -456,3 +456,21 @@ def test_ctc_fine_tuning_resumed_mid_epoch_continues_exactly_across_epochs(ctc_f
     assert sorted(unbroken) == list(range(1, 14))
     assert json.loads((tmp_path / "unbroken" / "eval_results.json").read_text())["log_history"][-1]["epoch"] > 2
     assert resumed == unbroken  # 1-3 from the checkpoint's trainer state, 4-13 trained again
+
+
+def test_ctc_script_checks_its_inputs_before_work(ctc_folder, tmp_path, monkeypatch):
+    """Non-positive step counts, no usable utterance and an output folder of another run stop train_ctc.py at once
+    (before: --max_steps -5 silently trained by epochs, an empty dataset trained 0 steps and saved a model)."""
+    script = _script("train_ctc", monkeypatch)
+    for bad, message in ((["--max_steps", "-5"], "--max_steps must be a positive number of updates"),
+                         (["--max_tokens", "0"], "--max_tokens must be a positive integer"),
+                         (["--min_duration_s", "60"], "no usable training utterance")):
+        monkeypatch.setattr(sys, "argv", _ctc_argv(ctc_folder, tmp_path / "a", *bad))
+        with pytest.raises(ValueError, match=message):
+            script.main()
+        assert not (tmp_path / "a" / "model.safetensors").exists()
+    (tmp_path / "b" / "checkpoint-3").mkdir(parents=True)
+    (tmp_path / "b" / "checkpoint-3" / "trainer_state.json").write_text("{}")
+    monkeypatch.setattr(sys, "argv", _ctc_argv(ctc_folder, tmp_path / "b"))
+    with pytest.raises(ValueError, match="already holds another run"):
+        script.main()

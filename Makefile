@@ -6,7 +6,7 @@ CORPUS := data/default_corpus
 RUNS := runs
 PRETRAIN_STEPS ?= 400
 
-.PHONY: setup test default corpus pretrain finetune evaluate transcribe bench lint
+.PHONY: setup test default corpus pretrain finetune evaluate transcribe bench lint experiment
 
 setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
@@ -19,10 +19,15 @@ test: setup
 	$(PYTHON) -m pytest tests
 
 lint: setup
-	$(PYTHON) -m ruff check hf_wav2vec2 tests benchmarks
+	$(PYTHON) -m ruff check hf_wav2vec2 tests benchmarks experiments *.py
 
 bench: setup
 	$(PYTHON) benchmarks/bench_vs_transformers.py
+
+# The low-resource comparison (issue 8, in progress: its recipe and wall time are not yet measured at full size):
+# pretrained vs random init, each fine-tuned on 10 min / 1 h / all of the labels.
+experiment: setup
+	$(PYTHON) experiments/low_resource.py --output_dir $(RUNS)/experiment --corpus_dir data/experiment_corpus
 
 # The default job: the whole pipeline on the small synthetic corpus, on CPU (about 35 min on 2 cores):
 # corpus -> self-supervised pretraining -> CTC fine-tuning -> test-set WER -> transcription of one file.

@@ -37,6 +37,7 @@ def test_metrics_by_hand():
     metrics = codebook.codebook_metrics(np.array([[3, 1], [1, 3]]))
     assert metrics["pnmi"] == pytest.approx(0.75 * math.log2(1.5) - 0.25)
     assert metrics["phone_purity"] == 0.75 and metrics["code_entropy"] == pytest.approx(1.0)
+    assert metrics["mi_bias_bits"] == pytest.approx(1 * 1 / (2 * 8 * math.log(2)))  # Miller-Madow, (C-1)(P-1)/2N
     with pytest.raises(ValueError, match="same phone"):
         codebook.codebook_metrics(np.array([[2], [3]]))
 
@@ -96,6 +97,8 @@ def test_command_writes_metrics_and_figure(tmp_path):
     saved = json.loads((tmp_path / "out" / "codebook.json").read_text())
     assert saved == json.loads(json.dumps(result))
     assert saved["utterances"] == 3 and saved["phones"] == 2 and 0 <= saved["pnmi"] <= 1
+    assert len(saved["codebooks"]) == 2 and saved["codebooks"][0]["codes_used"] <= 8  # tiny: 2 codebooks of 8
+    assert saved["pnmi_per_codebook"] == pytest.approx(np.mean([m["pnmi"] for m in saved["codebooks"]]))
     assert saved["frames"] + saved["unaligned_frames"] == 3 * ((8000 - 40) // 20 + 1)  # field 40, hop 20
     assert (tmp_path / "out" / "p_phone_given_code.png").stat().st_size > 1000
     random = codebook.main(["--model", str(tmp_path / "model"), "--dataset", str(tmp_path / "data"),

@@ -21,6 +21,12 @@ choice, ``W2V2ForPreTraining.code_ids``). From the frame-level co-occurrence cou
                    most frequent phone (HuBERT's phone purity)
     pnmi           I(phone; code) / H(phone), phone-normalised mutual information (HuBERT, Hsu et al., 2021):
                    1 when the code determines the phone, 0 when they are independent
+These are plug-in estimates from counts, biased upwards when the codes seen are not few compared with the frames
+(about (codes - 1)(phones - 1) / (2 N ln 2) bits of mutual information, Miller-Madow; reported as
+``mi_bias_bits``): with G = 2 codebooks of 64 entries, a random model uses ~3000 combinations on 20k frames, and its
+combined-code PNMI is mostly that bias. So the same metrics are also given per codebook (``codebooks``: each
+codebook's entry alone, V codes) and averaged (``pnmi_per_codebook``), which is the comparison to make between
+models on a small corpus.
 """
 
 from __future__ import annotations
@@ -106,6 +112,7 @@ def codebook_metrics(counts: np.ndarray) -> dict[str, float | int]:
         "mutual_information": max(mutual, 0.0),  # rounding can leave -1e-16 for independent counts
         "phone_purity": float(counts.max(1).sum() / total),
         "pnmi": max(mutual, 0.0) / phone_entropy,
+        "mi_bias_bits": float(((p_code > 0).sum() - 1) * ((p_phone > 0).sum() - 1) / (2 * total * np.log(2))),
     }
 
 
@@ -179,9 +186,13 @@ def analyse(model: W2V2ForPreTraining, dataset, output_dir: str | os.PathLike, *
     output_dir.mkdir(parents=True, exist_ok=True)
     frames = collect(model.eval(), dataset, max_utterances=max_utterances)
     code_keys, phone_keys, counts = cooccurrence(frames["codes"], frames["phones"])
+    per_codebook = [codebook_metrics(cooccurrence([code[g] for code in frames["codes"]], frames["phones"])[2])
+                    for g in range(model.config.num_codevector_groups)]
     result = {**(description or {}), "utterances": frames["utterances"],
               "utterances_without_alignment": frames["without_alignment"],
               "unaligned_frames": frames["unaligned_frames"], **codebook_metrics(counts),
+              "pnmi_per_codebook": float(np.mean([m["pnmi"] for m in per_codebook])),
+              "codebooks": per_codebook,
               "codebook_size": [model.config.num_codevector_groups, model.config.num_codevectors_per_group]}
     with open(output_dir / "codebook.json", "w", encoding="utf-8") as handle:
         json.dump(result, handle, indent=1)

@@ -155,6 +155,10 @@ def test_recipes_and_their_choice():
         choose_finetuning_recipe("2h", base, 2)
     assert choose_pretraining_recipe("large_lv60") == PRETRAINING_RECIPES["large_lv60"]
     assert choose_pretraining_recipe("runs/x/config.json") == PRETRAINING_RECIPES["base"]
+    # a config.json goes by its width: a tiny model's file must not get BASE's 1.4M-sample batches
+    assert choose_pretraining_recipe("runs/x/config.json", tiny) == PRETRAINING_RECIPES["tiny"]
+    assert choose_pretraining_recipe("runs/x/config.json", large) == PRETRAINING_RECIPES["large_lv60"]
+    assert choose_pretraining_recipe("runs/x/config.json", base) == PRETRAINING_RECIPES["base"]
     # what the command line sets wins; the rest comes from the recipe, on whichever arguments object has the field
     args = SimpleNamespace(freeze_finetune_updates=None, mask_time_prob=0.5, mask_feature_prob=None, layerdrop=None,
                            max_tokens=None)

@@ -188,7 +188,7 @@ def main():
         use_huge_pages()  # re-executes this script once, same arguments
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     config = build_config(args.config)
-    recipe = choose_pretraining_recipe(args.config)
+    recipe = choose_pretraining_recipe(args.config, config)
     learning_rate = args.learning_rate or recipe.learning_rate
     max_tokens = args.max_tokens or recipe.max_tokens
 

@@ -87,10 +87,15 @@ FINETUNING_RECIPES = {
 _RECIPE_BY_HOURS = ((0.5, "10m"), (2, "1h"), (20, "10h"), (200, "100h"))
 
 
-def choose_pretraining_recipe(config_name: str) -> PretrainingRecipe:
-    """The recipe of a preset name (``base``, ``large_lv60``, ``tiny``); BASE's for anything else, such as the path
-    of a config.json."""
-    return PRETRAINING_RECIPES.get(config_name, PRETRAINING_RECIPES["base"])
+def choose_pretraining_recipe(config_name: str, config: W2V2Config | None = None) -> PretrainingRecipe:
+    """The recipe of a preset name (``base``, ``large_lv60``, ``tiny``); for anything else, such as the path of a
+    config.json, the recipe of the preset of the same width (``config.hidden_size``: narrower than BASE -> tiny,
+    wider -> large_lv60), BASE's without a config."""
+    if config_name in PRETRAINING_RECIPES:
+        return PRETRAINING_RECIPES[config_name]
+    if config is None or config.hidden_size == W2V2Config.base().hidden_size:
+        return PRETRAINING_RECIPES["base"]
+    return PRETRAINING_RECIPES["tiny" if config.hidden_size < W2V2Config.base().hidden_size else "large_lv60"]
 
 
 def choose_finetuning_recipe(name: str, config: W2V2Config, train_hours: float) -> str:

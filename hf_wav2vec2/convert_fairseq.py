@@ -35,9 +35,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2FeatureExtractor, Wav2Vec2Processor
+from transformers import Wav2Vec2CTCTokenizer, Wav2Vec2Processor
 
-from .configuration import SAMPLING_RATE, W2V2Config
+from .configuration import W2V2Config
+from .data.ctc import build_feature_extractor
 from .modeling import W2V2ForCTC, W2V2ForPreTraining
 
 # fairseq's Wav2Vec2Config defaults (fairseq/models/wav2vec/wav2vec2.py), for fields an older checkpoint lacks.
@@ -345,11 +346,10 @@ def read_fairseq_dictionary(path: str | os.PathLike) -> list[str]:
     return symbols
 
 
-def build_processor(normalize: bool, symbols: list[str] | None, vocab_dir: Path):
+def fairseq_processor(normalize: bool, symbols: list[str] | None, vocab_dir: Path):
     """Feature extractor (with fairseq's per-utterance normalisation when the task had it) and, given the
     dictionary's symbols, a CTC tokenizer with fairseq's ids (blank = ``<pad>`` = 0)."""
-    extractor = Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLING_RATE, padding_value=0.0,
-                                         do_normalize=normalize, return_attention_mask=True)
+    extractor = build_feature_extractor(normalize)
     if symbols is None:
         return extractor
     vocab = {token: i for i, token in enumerate([*OUR_SPECIALS, *symbols])}
@@ -390,7 +390,7 @@ def convert_fairseq_checkpoint(checkpoint: str | os.PathLike, output_dir: str | 
     model.load_state_dict(convert_state_dict(weights, model, fairseq, path), strict=True)
     model.eval()
     output_dir = Path(output_dir)
-    processor = build_processor(fairseq["normalize"], symbols, output_dir)
+    processor = fairseq_processor(fairseq["normalize"], symbols, output_dir)
     save_hub_folder(model, processor, output_dir)
     return model
 

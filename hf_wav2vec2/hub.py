@@ -33,10 +33,8 @@ from pathlib import Path
 
 from huggingface_hub import EvalResult, HfApi, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
-from transformers import TrainerCallback, Wav2Vec2FeatureExtractor
+from transformers import TrainerCallback
 from transformers.dynamic_module_utils import custom_object_save, get_imports
-
-from .configuration import SAMPLING_RATE
 
 # Top-level packages the copied modeling code may import besides the standard library: what every transformers
 # user has installed.
@@ -720,14 +718,6 @@ def save_code_files(model, folder: str | os.PathLike) -> list[Path]:
     copied = _unique(Path(path) for path in copied)
     check_code_imports(copied)
     return copied
-
-
-def pretraining_feature_extractor(config) -> Wav2Vec2FeatureExtractor:
-    """The feature extractor of a pretrained model's Hub folder: 16 kHz mono, zero-mean unit-variance input for
-    layer-norm encoders only (fairseq's ``normalize``, as the pretraining collator and ``build_processor`` do),
-    always with the attention mask (our group-norm encoder takes its statistics over real samples only)."""
-    return Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLING_RATE, padding_value=0.0,
-                                    do_normalize=config.feat_extract_norm == "layer", return_attention_mask=True)
 
 
 class PushCodeFilesCallback(TrainerCallback):

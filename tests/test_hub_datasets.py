@@ -143,7 +143,8 @@ def test_scripts_take_the_examples_names_and_the_earlier_aliases():
         "--eval_split", "test", "--test_split", "validation", "--text_column_name", "sentence",
         "--audio_column_name", "speech", "--max_train_samples", "5", "--max_eval_samples", "2",
         "--chars_to_ignore", ",", "?", "--text_case", "keep"])[0]
-    assert new == old and new.dataset == ["cv"] and new.eval_split == "test" and new.chars_to_ignore == [",", "?"]
+    assert new == old and new.dataset_name == ["cv"] and new.eval_split_name == "test"
+    assert new.chars_to_ignore == [",", "?"]
     assert train_ctc.training_normalizer(new, ["cv"]) == TextNormalizer(chars_to_ignore=",?", case="keep")
     evaluate = HfArgumentParser(evaluate_ctc.Arguments)
     assert evaluate.parse_args_into_dataclasses(args=[

@@ -86,15 +86,6 @@ class Arguments:
     predictions: str | None = field(default=None, metadata={"help": "write per-utterance predictions (JSON lines)"})
     progress: bool = field(default=True, metadata={"help": "a progress bar over the batches (--progress false: none)"})
 
-    # The earlier option names, for code that reads them.
-    @property
-    def dataset(self) -> list[str]:
-        return self.dataset_name
-
-    @property
-    def split(self) -> str | None:
-        return self.eval_split_name
-
 
 def run(argv: list[str] | None = None) -> dict:
     (args,) = HfArgumentParser(Arguments).parse_args_into_dataclasses(args=argv)

@@ -100,6 +100,7 @@ from hf_wav2vec2.training.finetune import CTCTrainer, argmax_logits, make_comput
 
 logger = logging.getLogger("train_ctc")
 
+
 @dataclass
 class Arguments:
     """The script's own options. Dataset options carry the transformers examples' names
@@ -167,27 +168,6 @@ class Arguments:
                                                              " (large CPU buffers on transparent huge pages: CPU steps "
                                                              "otherwise spend as long in page faults as in the model);"
                                                              " --huge_pages false turns it off"})
-
-    # The earlier option names, still read by code that predates the examples' names (the model card).
-    @property
-    def dataset(self) -> list[str]:
-        return self.dataset_name
-
-    @property
-    def split(self) -> str | None:
-        return self.train_split_name
-
-    @property
-    def eval_dataset(self) -> list[str] | None:
-        return self.eval_dataset_name
-
-    @property
-    def eval_split(self) -> str | None:
-        return self.eval_split_name
-
-    @property
-    def test_split(self) -> str | None:
-        return self.test_split_name
 
 
 @dataclass
@@ -423,12 +403,12 @@ def main():
     # 6. evaluate (the best-WER checkpoint when load_best_model_at_end) and save model + processor
     results = {}
     if eval_set is not None:
-        results[args.eval_split] = trainer.evaluate(metric_key_prefix="eval")
-    if args.test_split:
+        results[args.eval_split_name] = trainer.evaluate(metric_key_prefix="eval")
+    if args.test_split_name:
         test = load_speech_dataset(args.eval_dataset_name or args.dataset_name, split=args.test_split_name,
                                    max_samples=args.max_eval_samples, **data_options)
         test = filter_ctc_dataset(test, processor, model.num_frames, report)
-        results[args.test_split] = trainer.evaluate(AudioDataset(test, min_samples=min_samples),
+        results[args.test_split_name] = trainer.evaluate(AudioDataset(test, min_samples=min_samples),
                                                     metric_key_prefix="test")
     if trainer.is_world_process_zero():
         # model + config + our modeling code with auto_map + processor + model card: a complete Hub folder
@@ -439,7 +419,7 @@ def main():
             json.dump({"recipe": recipe_name, "results": results, "log_history": trainer.state.log_history},
                       handle, indent=1)
         for split, metrics in results.items():
-            prefix = "eval" if split == args.eval_split else "test"
+            prefix = "eval" if split == args.eval_split_name else "test"
             print(f"{split}: WER {100 * metrics[f'{prefix}_wer']:.2f}%  CER {100 * metrics[f'{prefix}_cer']:.2f}%")
         print(f"model, processor and model card: {training_args.output_dir}")
         if training_args.push_to_hub:

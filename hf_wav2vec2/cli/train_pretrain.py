@@ -53,9 +53,9 @@ from transformers import HfArgumentParser
 
 from hf_wav2vec2 import W2V2Config, W2V2ForPreTraining
 from hf_wav2vec2.data import AudioDataset, MaxTokensBatchSampler, PretrainingCollator, load_speech_dataset
+from hf_wav2vec2.data.ctc import build_feature_extractor
 from hf_wav2vec2.hub import (
     PRETRAINING_PUSH_IGNORE,
-    pretraining_feature_extractor,
     pretraining_model_card_info,
     push_hub_folder,
     save_hub_folder,
@@ -145,24 +145,6 @@ class Arguments:
     hub_private_repo: bool | None = field(default=None, metadata={"help": "create the repo private (if it is new)"})
 
 
-    # The earlier option names, still read below.
-    @property
-    def dataset(self) -> list[str]:
-        return self.dataset_name
-
-    @property
-    def split(self) -> str | None:
-        return self.train_split_name
-
-    @property
-    def dev_dataset(self) -> list[str] | None:
-        return self.eval_dataset_name
-
-    @property
-    def dev_split(self) -> str | None:
-        return self.eval_split_name
-
-
 def build_config(name: str) -> W2V2Config:
     if os.path.exists(name):
         return W2V2Config.from_pretrained(name)
@@ -215,7 +197,7 @@ def main():
     min_samples = config.receptive_field
     data_options = dict(hub_config=args.dataset_config_name, audio_column=args.audio_column_name,
                         min_samples=min_samples)
-    train = load_speech_dataset(args.dataset, split=args.split, min_duration_s=args.min_duration_s,
+    train = load_speech_dataset(args.dataset_name, split=args.train_split_name, min_duration_s=args.min_duration_s,
                                 max_samples=args.max_train_samples, **data_options)
     sampler = MaxTokensBatchSampler(train["num_samples"], max_tokens, max_sample_size=args.max_sample_size,
                                     seed=args.seed)
@@ -226,8 +208,8 @@ def main():
     train_loader = DataLoader(AudioDataset(train, min_samples=min_samples), batch_sampler=sampler, collate_fn=collator,
                               num_workers=args.num_workers, generator=torch.Generator().manual_seed(args.seed))
     dev_loader = None
-    if args.dev_split:
-        dev = load_speech_dataset(args.dev_dataset or args.dataset, split=args.dev_split,
+    if args.eval_split_name:
+        dev = load_speech_dataset(args.eval_dataset_name or args.dataset_name, split=args.eval_split_name,
                                   max_samples=args.max_eval_samples, **data_options)
         dev_sampler = MaxTokensBatchSampler(dev["num_samples"], max_tokens, max_sample_size=args.max_sample_size,
                                             shuffle=False)
@@ -238,8 +220,9 @@ def main():
     logger.info("train: %d utterances, %.1f h, %d batches per epoch", len(train), sum(train["duration"]) / 3600,
                 len(sampler))
     if len(sampler) == 0:
-        raise ValueError(f"no usable training audio in {args.dataset} (split {args.split}): every file was unreadable"
-                         f" or shorter than --min_duration_s {args.min_duration_s} / one frame (see the log above)")
+        raise ValueError(f"no usable training audio in {args.dataset_name} (split {args.train_split_name}): every "
+                         f"file was unreadable or shorter than --min_duration_s {args.min_duration_s} / one frame (see "
+                         "the log above)")
 
     # 2. model
     model = W2V2ForPreTraining(config)
@@ -329,7 +312,7 @@ def main():
         with open(history_path, "w") as f:
             json.dump(record, f)
         unwrapped = accelerator.unwrap_model(model)
-        save_hub_folder(unwrapped, pretraining_feature_extractor(unwrapped.config), args.output_dir,
+        save_hub_folder(unwrapped, build_feature_extractor(normalize), args.output_dir,
                         card=pretraining_model_card_info(args, record, unwrapped.config))
         logger.info("model and model card saved to %s (%d updates, %d skipped)", args.output_dir, state.step,
                     state.skipped_updates)

@@ -73,17 +73,24 @@ def build_vocabulary(transcripts: Iterable[str], normalizer: TextNormalizer = LI
     return vocabulary
 
 
+def build_feature_extractor(normalize: bool) -> Wav2Vec2FeatureExtractor:
+    """transformers' ``Wav2Vec2FeatureExtractor`` for our models: 16 kHz mono, zero mean / unit variance per
+    utterance only when ``normalize`` (fairseq's ``normalize``: layer-norm encoders, ``feat_extract_norm="layer"``;
+    group-norm models see raw audio), and always the attention mask: our group-norm encoder takes its statistics over
+    real samples only, so a padded batch gives the same outputs as the items alone (unlike transformers' BASE
+    models, which therefore ship ``return_attention_mask=False``). Fine-tuning, pretraining and fairseq-converted
+    folders all carry this one."""
+    return Wav2Vec2FeatureExtractor(feature_size=1, sampling_rate=SAMPLING_RATE, padding_value=0.0,
+                                    do_normalize=normalize, return_attention_mask=True)
+
+
 def build_processor(vocabulary: Mapping[str, int], *, normalizer: TextNormalizer = LIBRISPEECH,
-                    feat_extract_norm: str = "group", sampling_rate: int = SAMPLING_RATE) -> Wav2Vec2Processor:
+                    feat_extract_norm: str = "group") -> Wav2Vec2Processor:
     """transformers' ``Wav2Vec2Processor`` (what ``pipeline("automatic-speech-recognition")`` and the Trainer use)
     for a vocabulary from :func:`build_vocabulary`, with ``normalizer`` (the one the vocabulary was built with)
     stored in the tokenizer's config (see the module docstring).
 
-    The feature extractor normalises each utterance to zero mean / unit variance only for layer-norm encoders
-    (``feat_extract_norm="layer"``, LARGE), as fairseq's ``normalize`` does; group-norm models (BASE) see raw audio.
-    It always returns the attention mask: our group-norm encoder takes its statistics over real samples only, so a
-    padded batch gives the same outputs as the items alone (unlike transformers' BASE models, which therefore ship
-    ``return_attention_mask=False``).
+    The feature extractor is :func:`build_feature_extractor`, normalising for layer-norm encoders only.
     """
     if feat_extract_norm not in ("group", "layer"):
         raise ValueError(f"feat_extract_norm must be 'group' or 'layer', got {feat_extract_norm!r}")
@@ -98,11 +105,8 @@ def build_processor(vocabulary: Mapping[str, int], *, normalizer: TextNormalizer
         tokenizer = Wav2Vec2CTCTokenizer(vocab_file, unk_token=UNK_TOKEN, pad_token=BLANK_TOKEN,
                                          word_delimiter_token=WORD_DELIMITER, bos_token=None, eos_token=None,
                                          do_lower_case=False, text_normalization=normalizer.to_dict())
-    feature_extractor = Wav2Vec2FeatureExtractor(
-        feature_size=1, sampling_rate=sampling_rate, padding_value=0.0,
-        do_normalize=feat_extract_norm == "layer", return_attention_mask=True,
-    )
-    return Wav2Vec2Processor(feature_extractor=feature_extractor, tokenizer=tokenizer)
+    return Wav2Vec2Processor(feature_extractor=build_feature_extractor(feat_extract_norm == "layer"),
+                             tokenizer=tokenizer)
 
 
 def processor_normalizer(processor) -> TextNormalizer:

@@ -18,10 +18,11 @@ from transformers import TrainerCallback, TrainingArguments, Wav2Vec2ForPreTrain
 
 from hf_wav2vec2 import W2V2ForCTC, W2V2ForPreTraining
 from hf_wav2vec2.corpus import synthesize_corpus
+from hf_wav2vec2.data.batching import MaxTokensBatchSampler
 from hf_wav2vec2.data.ctc import CTCCollator, build_processor, build_vocabulary, ctc_required_frames
 from hf_wav2vec2.metrics import load_metric
 from hf_wav2vec2.training import tri_stage_lr_lambda
-from hf_wav2vec2.training.finetune import CTCTrainer, EvenBatches, make_compute_metrics
+from hf_wav2vec2.training.finetune import CTCTrainer, make_compute_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRANSCRIPTS = ["and god said", "Let there be light.", "it's well-pleased"]
@@ -207,9 +208,25 @@ def test_freeze_callback_and_tri_stage_lr_in_trainer(processor, tmp_path):
     assert recorder.adam == ((0.9, 0.98), 1e-8)
 
 
-def test_even_batches_split_largest_without_repeats():
-    batches = EvenBatches([[0, 1, 2, 3], [4, 5], [6]], multiple=2)
-    assert len(batches) == 4 and sorted(i for b in batches for i in b) == list(range(7))
+@pytest.mark.parametrize("multiple", [2, 3])
+def test_batch_count_evened_for_processes_without_repeats(multiple, caplog):
+    """accelerate shards batch i to process i % n and pads an uneven last round with repeats: the sampler halves
+    its fullest batches until the count is a multiple of n, every epoch the same count, every utterance once."""
+    lengths = [8000 + 1600 * i for i in range(7)]
+    plain = MaxTokensBatchSampler(lengths, max_tokens=30000)
+    assert len(plain) == 5  # 5 is no multiple of 2 or 3
+    sampler = MaxTokensBatchSampler(lengths, max_tokens=30000, num_batches_multiple=multiple)
+    for epoch in range(4):
+        sampler.set_epoch(epoch)
+        batches = list(sampler)
+        assert len(batches) == len(sampler) and len(sampler) % multiple == 0 and len(sampler) >= len(plain)
+        assert sorted(i for batch in batches for i in batch) == list(range(7)), epoch
+        assert all(len(batch) * max(lengths[i] for i in batch) <= 30000 for batch in batches)
+    evaluation = MaxTokensBatchSampler(lengths, max_tokens=30000, shuffle=False, num_batches_multiple=multiple)
+    assert sorted(i for batch in evaluation for i in batch) == list(range(7)) and len(evaluation) % multiple == 0
+    with caplog.at_level(logging.WARNING, logger="hf_wav2vec2.data"):  # single utterances cannot be split
+        alone = MaxTokensBatchSampler([100, 100, 100], max_tokens=150, num_batches_multiple=2)
+    assert len(alone) == 3 and "cannot be split into a multiple of 2" in caplog.text
 
 
 # ---------------------------------------------------------------------------------------------------- metrics
@@ -297,3 +314,66 @@ def test_padded_frames_decode_as_blank(processor, tmp_path):
     with torch.no_grad():
         alone = model(batch["input_values"][1:, : int(batch["attention_mask"][1].sum())]).logits.argmax(-1)
     assert torch.equal(ids[1, :short], alone[0])
+
+
+# ------------------------------------------------------------------------------------ fp16: the gradient scaler
+def _guarded_fp16_update(case: str, init_scale: float = 2.0**10, updates: int = 1, max_consecutive_skips=3):
+    """accelerate gives the Trainer a GradScaler only on accelerators (on CPU, fp16=True trains in fp32 without
+    one), so this follows the Trainer's update by hand with a CPU GradScaler: scaled backward; unscale_ (the
+    Trainer's gradient norm goes through accelerator.clip_grad_norm_, which unscales, before
+    on_pre_optimizer_step); the guard; scaler.step and update."""
+    from types import SimpleNamespace
+
+    from hf_wav2vec2.training.finetune import SkipGuard
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.1)
+    scaler = torch.amp.GradScaler("cpu", init_scale=init_scale)
+    guard = SkipGuard(max_consecutive_skips=max_consecutive_skips)
+    guard.trainer = SimpleNamespace(accelerator=SimpleNamespace(scaler=scaler, num_processes=1),
+                                    args=SimpleNamespace(device=torch.device("cpu")))
+    before = [p.detach().clone() for p in model.parameters()]
+    for step in range(updates):
+        loss = model(torch.randn(4, 3)).pow(2).sum()
+        if case == "non_finite_loss":
+            loss = loss + torch.tensor(float("inf"))  # the gradients stay finite
+        if case == "empty":
+            loss = loss * 0.0  # a placeholder batch (PlaceholderForEmptyBatch)
+        scaler.scale(loss).backward()
+        if case == "overflow":
+            model.weight.grad[0, 0] = float("inf")  # what an fp16 overflow in the backward leaves
+        guard.record(case != "empty", loss)
+        scaler.unscale_(optimizer)
+        guard.on_pre_optimizer_step(SimpleNamespace(output_dir="out"), SimpleNamespace(global_step=step), None,
+                                    model=model)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad()
+    unchanged = all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+    return unchanged, optimizer, scaler, guard
+
+
+@pytest.mark.parametrize("case", ["overflow", "non_finite_loss", "empty", "good"])
+def test_skip_guard_under_the_fp16_gradient_scaler(case):
+    """A skipped update changes no weight and no Adam moment (before: a non-finite loss with finite gradients was
+    left to the scaler, which stepped it), never calls unscale_ a second time, and an overflow makes the scaler
+    back off; a good update steps."""
+    unchanged, optimizer, scaler, guard = _guarded_fp16_update(case)
+    assert unchanged == (case != "good")
+    assert (len(optimizer.state) == 0) == (case != "good")  # no Adam moment for a skipped update
+    assert scaler.get_scale() == (2.0**9 if case == "overflow" else 2.0**10)
+    assert (guard.skipped_updates, guard.empty_updates) == {
+        "overflow": (1, 0), "non_finite_loss": (1, 0), "empty": (0, 1), "good": (0, 0)}[case]
+
+
+def test_fp16_overflows_stop_the_run_only_below_the_minimum_loss_scale():
+    """The scaler's calibration overflows (scale 2^10 halved five times) do not stop the run; overflows at a scale
+    below fairseq's min_loss_scale (1e-4) count toward max_consecutive_skips like any non-finite update."""
+    from hf_wav2vec2.training.finetune import MIN_LOSS_SCALE
+    from hf_wav2vec2.training.pretraining import TrainingStopped
+
+    _, _, scaler, guard = _guarded_fp16_update("overflow", updates=5, max_consecutive_skips=2)
+    assert scaler.get_scale() == 2.0**5 and guard.skipped_updates == 5 and guard.consecutive_skips == 0
+    with pytest.raises(TrainingStopped, match="2 consecutive updates skipped"):
+        _guarded_fp16_update("overflow", init_scale=MIN_LOSS_SCALE / 2, updates=2, max_consecutive_skips=2)

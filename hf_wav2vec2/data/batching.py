@@ -18,10 +18,14 @@ class MaxTokensBatchSampler(Sampler[list[int]]):
     order of the batches is then shuffled. Equal lengths are ordered by a random permutation first, so their
     grouping changes from epoch to epoch too. Everything random comes from ``numpy.random.default_rng([seed,
     epoch])``: the same seed and epoch give the same batches on any machine. The number of batches does not depend
-    on the epoch (packing only sees the sorted lengths), so ``len()`` is fixed.
+    on the epoch (packing only sees the sorted lengths, and ``num_batches_multiple`` splits by batch size), so
+    ``len()`` is fixed.
 
     Use as ``DataLoader(dataset, batch_sampler=sampler, collate_fn=...)`` and call ``set_epoch(epoch)`` before each
-    epoch. With Accelerate, ``accelerator.prepare(dataloader)`` shards these batches across processes.
+    epoch. With Accelerate, ``accelerator.prepare(dataloader)`` shards these batches across processes: batch ``i``
+    goes to process ``i % num_processes``, and when the count is not a multiple of ``num_processes`` accelerate
+    pads the last round with the epoch's first batches again (``even_batches``), so pass
+    ``num_batches_multiple=num_processes``.
 
     Args:
         lengths: number of samples of each utterance (e.g. the ``num_samples`` column).
@@ -33,6 +37,10 @@ class MaxTokensBatchSampler(Sampler[list[int]]):
         required_batch_size_multiple: batch sizes are multiples of this where possible (fairseq's option of the
             same name, for tensor-core-friendly shapes); the remainder goes to the next batch.
         max_batch_size: optional cap on the number of utterances in a batch.
+        num_batches_multiple: the batches with the most utterances are halved until the number of batches is a
+            multiple of this (pass the number of data-parallel processes): every process then gets as many
+            batches and no utterance is repeated. Impossible only when every batch holds a single utterance (a
+            warning says so; accelerate then repeats some).
         too_long: what to do with an utterance that alone exceeds ``max_tokens``: ``"raise"`` (a ``ValueError``
             naming it, before any work), ``"skip"`` (left out of every epoch, each logged once by name: training
             cannot crop an utterance that has a transcript), or ``"alone"`` (a batch of its own: evaluation keeps
@@ -51,6 +59,7 @@ class MaxTokensBatchSampler(Sampler[list[int]]):
         seed: int = 0,
         required_batch_size_multiple: int = 1,
         max_batch_size: int | None = None,
+        num_batches_multiple: int = 1,
         too_long: str = "raise",
         names: Sequence[str] | None = None,
         advice: str = "set max_sample_size or drop them with max_duration_s",
@@ -81,14 +90,21 @@ class MaxTokensBatchSampler(Sampler[list[int]]):
                                len(oversized), max_tokens, described)
         if required_batch_size_multiple < 1:
             raise ValueError(f"required_batch_size_multiple must be >= 1, got {required_batch_size_multiple}")
+        if num_batches_multiple < 1:
+            raise ValueError(f"num_batches_multiple must be >= 1, got {num_batches_multiple}")
         self.max_tokens = max_tokens
         self.shuffle = shuffle
         self.seed = seed
         self.multiple = required_batch_size_multiple
         self.max_batch_size = max_batch_size
+        self.num_batches_multiple = num_batches_multiple
         self.epoch = 0
         self._kept = np.setdiff1d(np.arange(len(self.lengths)), np.asarray(self.skipped, dtype=np.int64))
         self._num_batches = len(self._pack(self._kept[np.argsort(-self.lengths[self._kept], kind="stable")]))
+        if self._num_batches % num_batches_multiple:
+            logger.warning("%d batches of one utterance each cannot be split into a multiple of %d: sharded over "
+                           "%d processes, some utterances are used twice per epoch", self._num_batches,
+                           num_batches_multiple, num_batches_multiple)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose shuffle ``__iter__`` yields next."""
@@ -128,4 +144,12 @@ class MaxTokensBatchSampler(Sampler[list[int]]):
             longest = longest_if_added
         if batch:
             batches.append(batch)
+        # Halve the fullest batch until the count is a multiple: batch sizes (not which utterances) decide which
+        # batch is split, so the count is the same every epoch.
+        while len(batches) % self.num_batches_multiple:
+            fullest = max(range(len(batches)), key=lambda i: len(batches[i]))
+            if len(batches[fullest]) < 2:
+                break
+            batch = batches.pop(fullest)
+            batches[fullest:fullest] = [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
         return batches

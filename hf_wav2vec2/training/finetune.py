@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import shutil
@@ -27,7 +28,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, Dataset
 from transformers import EvalPrediction, Trainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
 
@@ -98,6 +99,9 @@ class FreezeFinetuneCallback(TrainerCallback):
 
 
 # ------------------------------------------------------------------------------------------ non-finite guard
+MIN_LOSS_SCALE = 1e-4  # fairseq's min_loss_scale: fp16 overflows below this scale are the model's, not the scale's
+
+
 class SkipGuard(TrainerCallback, ExportableState):
     """Skips the optimizer step of an update that must not be applied, counts it, and stops a run that only skips.
 
@@ -107,10 +111,13 @@ class SkipGuard(TrainerCallback, ExportableState):
     * no real batch in the whole update (every file unusable): an *empty* update;
     * a non-finite loss or gradient: a *skipped* update.
 
-    Either way the gradients are set to None, so Adam steps no parameter and leaves its moments untouched (under
-    fp16 the gradient scaler skips non-finite steps itself). ``max_consecutive_skips`` of them in a row raise
-    :class:`TrainingStopped` out of ``Trainer.train``: the checkpoints hold the last good weights and the script
-    writes no final model. The counters are saved in ``trainer_state.json`` and restored on resume.
+    Either way the gradients are set to None, so Adam steps no parameter and leaves its moments untouched; under
+    fp16 the gradient scaler, which recorded the overflow when the Trainer unscaled the gradients, also halves its
+    scale. ``max_consecutive_skips`` skipped or empty updates in a row raise :class:`TrainingStopped` out of
+    ``Trainer.train``: the checkpoints hold the last good weights and the script writes no final model. An fp16
+    overflow (non-finite gradient from a finite loss) is counted as skipped, but toward that limit only once the
+    loss scale is below ``MIN_LOSS_SCALE``: before, it is the scaler finding its scale. The counters are saved in
+    ``trainer_state.json`` and restored on resume.
     """
 
     def __init__(self, max_consecutive_skips: int | None = 10):
@@ -148,18 +155,28 @@ class SkipGuard(TrainerCallback, ExportableState):
         if real > 0 and not bad_loss and not bad_grad:
             self.consecutive_skips = 0
             return
+        scaler = trainer.accelerator.scaler
+        # fp16: a non-finite gradient from a finite loss is the scaler's overflow, which it backs off from.
+        overflow = scaler is not None and real > 0 and not bad_loss
         if real == 0:
             self.empty_updates += 1
             logger.warning("update %d: no usable example in its batches, skipped (%d such updates so far)", update,
                            self.empty_updates)
         else:
             self.skipped_updates += 1
-            logger.warning("update %d skipped: non-finite %s (%d skipped so far)", update,
-                           "loss" if bad_loss else "gradient", self.skipped_updates)
-        self.consecutive_skips += 1
-        if trainer.accelerator.scaler is None or real == 0:  # fp16: the scaler skips a non-finite step itself
-            for p in model.parameters():
-                p.grad = None
+            logger.warning("update %d skipped: non-finite %s%s (%d skipped so far)", update,
+                           "loss" if bad_loss else "gradient",
+                           f" (fp16 overflow at loss scale {scaler.get_scale():g})" if overflow else "",
+                           self.skipped_updates)
+        # The scaler's first overflows only calibrate it; they count once its scale is below fairseq's
+        # min_loss_scale (1e-4), where the model rather than the scale overflows.
+        if not overflow or scaler.get_scale() < MIN_LOSS_SCALE:
+            self.consecutive_skips += 1
+        # The Trainer has unscaled the gradients before this callback (its gradient norm goes through
+        # accelerator.clip_grad_norm_), so a scaler already holds its own inf check: with no gradients it still
+        # skips (and backs off from) an overflow, never unscales again, and steps no parameter.
+        for p in model.parameters():
+            p.grad = None
         if self.max_consecutive_skips is not None and self.consecutive_skips >= self.max_consecutive_skips:
             raise TrainingStopped(
                 f"{self.consecutive_skips} consecutive updates skipped at update {update} ({self.skipped_updates} "
@@ -207,8 +224,9 @@ class CTCTrainer(Trainer):
     Args (besides the Trainer's):
         max_tokens: audio samples per device and batch (fairseq ``max_tokens``); batches are built by
             ``MaxTokensBatchSampler`` over the dataset's lengths (``dataset.hf_dataset["num_samples"]`` for an
-            ``AudioDataset``, or a ``num_samples`` column). None: the Trainer's batches of
-            ``per_device_train_batch_size``.
+            ``AudioDataset``, or a ``num_samples`` column), their count a multiple of the process count (no
+            utterance repeated by accelerate's sharding), reshuffled each epoch (:class:`EpochToSampler`). None: the
+            Trainer's batches of ``per_device_train_batch_size``.
         lr_phase_ratios, init_lr_scale, final_lr_scale: the tri-stage schedule (fairseq ``phase_ratio``,
             ``init_lr_scale``, ``final_lr_scale``); ``args.lr_scheduler_type`` and warm-up fields are not used.
         freeze_finetune_updates: override ``model.config.freeze_finetune_updates``.
@@ -321,12 +339,18 @@ class CTCTrainer(Trainer):
         if self.max_tokens is None:
             return super().get_train_dataloader()
         # An utterance over max_tokens cannot be cropped (its transcript would no longer match): skipped, logged.
+        # The batch count is made a multiple of the process count: accelerate's sharding would otherwise pad the
+        # epoch's last round with its first batches again, training those utterances twice.
         sampler = MaxTokensBatchSampler(_lengths(self.train_dataset), self.max_tokens, shuffle=True,
                                         seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
-                                        too_long="skip", names=_names(self.train_dataset), advice=_ADVICE)
+                                        too_long="skip", names=_names(self.train_dataset), advice=_ADVICE,
+                                        num_batches_multiple=self.accelerator.num_processes)
         if len(sampler) == 0:
             raise ValueError(f"no training utterance fits max_tokens={self.max_tokens} samples ({_ADVICE})")
-        return self._audio_dataloader(self.train_dataset, sampler)
+        collate = self.data_collator
+        if os.environ.get(BATCH_RECORD_ENV):
+            collate = BatchRecord(collate, sampler, f"{os.environ[BATCH_RECORD_ENV]}.{self.args.process_index}")
+        return self._audio_dataloader(EpochToSampler(self.train_dataset, sampler), sampler, collate)
 
     def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
         if self.max_tokens is None:
@@ -336,20 +360,19 @@ class CTCTrainer(Trainer):
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         if dataset is None:
             raise ValueError("CTCTrainer: evaluation requires an eval_dataset")
+        # As many batches per process, no utterance repeated (a repeat would count twice in the WER).
         sampler = MaxTokensBatchSampler(_lengths(dataset), self.max_tokens, shuffle=False, too_long="alone",
-                                        names=_names(dataset))
-        if self.accelerator.num_processes > 1:
-            sampler = EvenBatches(sampler, self.accelerator.num_processes)
-        return self._audio_dataloader(dataset, sampler)
+                                        names=_names(dataset), num_batches_multiple=self.accelerator.num_processes)
+        return self._audio_dataloader(dataset, sampler, self.data_collator)
 
     def get_test_dataloader(self, test_dataset) -> DataLoader:
         return self.get_eval_dataloader(test_dataset)
 
-    def _audio_dataloader(self, dataset, sampler) -> DataLoader:
+    def _audio_dataloader(self, dataset, sampler, collate) -> DataLoader:
         # Our collator gets the rows as they are: the Trainer's column removal would drop "text" and "path".
         num_workers = self.args.dataloader_num_workers
         loader = DataLoader(
-            dataset, batch_sampler=sampler, collate_fn=self.data_collator, num_workers=num_workers,
+            dataset, batch_sampler=sampler, collate_fn=collate, num_workers=num_workers,
             pin_memory=self.args.dataloader_pin_memory and torch.cuda.is_available(),
             persistent_workers=self.args.dataloader_persistent_workers and num_workers > 0,
             prefetch_factor=self.args.dataloader_prefetch_factor if num_workers > 0 else None,
@@ -379,26 +402,51 @@ class PlaceholderForEmptyBatch:
                 "labels": torch.full((1, 1), -100, dtype=torch.long)}
 
 
-class EvenBatches(Sampler[list[int]]):
-    """The batches of ``batch_sampler`` with the largest ones halved until their count is a multiple of
-    ``multiple``: sharded over that many processes, every process gets as many batches as the others without an
-    utterance being repeated (accelerate pads uneven shards with repeats, which would count twice in the WER)."""
+class EpochToSampler(Dataset):
+    """The training dataset as the DataLoader holds it, passing ``set_epoch`` on to the batch sampler.
 
-    def __init__(self, batch_sampler, multiple: int):
-        batches = [list(batch) for batch in batch_sampler]
-        while len(batches) % multiple:
-            largest = max(range(len(batches)), key=lambda i: len(batches[i]))
-            if len(batches[largest]) < 2:
-                break  # fewer utterances than processes: accelerate repeats some
-            batch = batches.pop(largest)
-            batches[largest:largest] = [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
-        self.batches = batches
+    The Trainer calls ``set_epoch(epoch)`` on the prepared DataLoader before each epoch. Accelerate's
+    ``DataLoaderShard.set_epoch`` reaches a batch sampler only where it is the DataLoader's own (one process); in a
+    multi-process run it is wrapped in accelerate's ``BatchSamplerShard``, and on a resume mid-epoch in
+    ``SkipBatchSampler`` too (the Trainer reaches one level of wrapping, not two), so the resumed epoch would
+    replay epoch 0's batch order. In every case ``DataLoaderShard.set_epoch`` also calls the dataset's
+    ``set_epoch``: this one sets the sampler's epoch.
+    """
+
+    def __init__(self, dataset, sampler: MaxTokensBatchSampler):
+        self.dataset = dataset
+        self.sampler = sampler
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.dataset)
 
-    def __iter__(self):
-        return iter(self.batches)
+    def __getitem__(self, index):
+        return self.dataset[index]
+
+    def set_epoch(self, epoch: int) -> None:
+        self.sampler.set_epoch(epoch)
+
+
+BATCH_RECORD_ENV = "HF_WAV2VEC2_BATCH_RECORD"
+
+
+class BatchRecord:
+    """A debugging record of the data order: with ``HF_WAV2VEC2_BATCH_RECORD=<path>`` in the environment, each
+    process appends one JSON line per training batch it collates, ``{"epoch": e, "ids": [utterance ids]}``, to
+    ``<path>.<process index>``, then collates as usual (an undecodable file's id is null). The epoch is the batch
+    sampler's when the batch is collated (with persistent DataLoader workers, the one their copy was made in). What
+    a process collates is what it trains on, except the batches prefetched when a run stops mid-epoch."""
+
+    def __init__(self, collate: Callable, sampler: MaxTokensBatchSampler, path: str):
+        self.collate = collate
+        self.sampler = sampler
+        self.path = path
+
+    def __call__(self, examples: list):
+        ids = [example["id"] if isinstance(example, dict) and "id" in example else None for example in examples]
+        with open(self.path, "a") as handle:
+            handle.write(json.dumps({"epoch": self.sampler.epoch, "ids": ids}) + "\n")
+        return self.collate(examples)
 
 
 _ADVICE = "raise --max_tokens, or leave long files out with --max_duration_s"

@@ -74,6 +74,10 @@ class ConvLayer(nn.Module):
             x = self.layer_norm(x.transpose(1, 2)).transpose(1, 2)
         return self.activation(x)
 
+    def conv_then_activate(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        """The whole layer, ``activate(conv(x), valid)``."""
+        return self.activate(self.conv(x), valid)
+
     def norm_parameters(self) -> tuple[torch.Tensor, ...]:
         return tuple(self.layer_norm.parameters()) if self.norm else ()
 
@@ -115,9 +119,11 @@ class FeatureEncoder(nn.Module):
     def forward(self, input_values: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         """input_values: (B, L) float; lengths: (B,) real samples per item or None (no padding) -> (B, C, T).
 
-        Layer i is ``activate_i(conv_i(x))``; the loop groups it as ``conv_0``, then ``activate_{i-1}`` fused with
-        ``conv_i`` (``ops.activate_then_conv`` keeps one tensor per layer for the backward pass), then the last
-        ``activate``. Only the first layer's norm (group norm) reads the real-frame mask.
+        Layer i is ``activate_i(conv_i(x))``; the loop groups it as ``activate_{i-1}`` fused with ``conv_i``
+        (``ops.activate_then_conv`` keeps one tensor per layer for the backward pass), then the last ``activate``.
+        With gradients the whole first layer joins the first group (``conv_1(activate_0(conv_0(audio)))`` keeps only
+        the audio; the first layer is recomputed in the backward pass, over slices of the batch). Only the first
+        layer's norm (group norm) reads the real-frame mask.
         """
         layers = self.conv_layers
         x = input_values[:, None, :]  # (B, 1, L)
@@ -127,11 +133,21 @@ class FeatureEncoder(nn.Module):
             first_valid = frame_mask(first_len, num_frames(x.shape[-1], self.conv_kernel[:1], self.conv_stride[:1]))
         # feature_grad_mult 0 freezes the encoder (the paper's fine-tuning): no graph at all.
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.grad_mult > 0):
-            x = layers[0].conv(x)
-            for i in range(1, len(layers)):
+            if len(layers) > 1 and torch.is_grad_enabled():
+                # The first layer is recomputed from the audio in the backward pass: its output (512 channels at a
+                # fifth of the sample rate) would be the largest tensor kept, the audio is a 512th of it.
+                first = layers[0]
+                frames = num_frames(x.shape[-1], self.conv_kernel[:1], self.conv_stride[:1])
+                x = activate_then_conv(x, first.conv_then_activate, layers[1].conv, first_valid,
+                                       (*first.conv.parameters(), *first.norm_parameters()),
+                                       item_elements=first.conv.out_channels * frames)
+            else:
+                x = layers[0].conv(x)
+                if len(layers) > 1:
+                    x = activate_then_conv(x, layers[0].activate, layers[1].conv, first_valid)
+            for i in range(2, len(layers)):
                 prev = layers[i - 1]
-                x = activate_then_conv(x, prev.activate, layers[i].conv, first_valid if i == 1 else None,
-                                       prev.norm_parameters())
+                x = activate_then_conv(x, prev.activate, layers[i].conv, None, prev.norm_parameters())
             x = layers[-1].activate(x, first_valid if len(layers) == 1 else None)  # (B, C, T)
         return grad_multiply(x, self.grad_mult)
 

@@ -4,6 +4,12 @@ tensors for the backward pass and recomputes the cheap rest there.
 The model calls each in one line; with gradients off (inference, a frozen encoder) each is its plain expression.
 Every kernel has a gradient test against that expression in ``tests/test_ops.py``.
 
+Under ``torch.compile`` (``W2V2PreTrainedModel.compile_stages``) every kernel traces without a graph break:
+``grad_multiply`` and ``dropout_attention`` are traced as autograd Functions (their backward passes are plain tensor
+code); ``activate_then_conv`` and ``activate_then_linear``, whose backward passes call ``torch.autograd.grad``,
+become their plain expressions there, and the compiler's partitioner chooses what to keep for the backward pass and
+what to recompute, for the whole graph (inductor's min-cut partitioner recomputes cheap elementwise work).
+
 - :func:`grad_multiply`: identity forward, scaled gradient (fairseq ``GradMultiply``, ``feature_grad_mult``).
 - :func:`activate_then_conv`: ``conv(activate(x))`` keeping only ``x`` (the feature encoder, one tensor per layer).
 - :func:`dropout_attention`: attention with dropout on the probabilities; on CPU it keeps q, k, v and a bool mask
@@ -51,39 +57,43 @@ def activate_then_conv(
     conv: nn.Conv1d,
     valid: torch.Tensor | None = None,
     activate_params: Sequence[torch.Tensor] = (),
+    item_elements: int | None = None,
 ) -> torch.Tensor:
     """``conv(activate(x, valid))`` that saves only ``x`` for the backward pass.
 
     x: (B, C, L) the previous conv layer's output; activate: that layer's norm + activation, ``(x, valid) -> same
     shape``, acting within each item; valid: (B, L) bool real frames for the norm, or None; activate_params: the
-    parameters ``activate`` uses (its norm's weight and bias), so that their gradients flow like any parameter's.
+    parameters ``activate`` uses (its norm's weight and bias), so that their gradients flow like any parameter's;
+    item_elements: elements per item of ``activate``'s output when it is larger than ``x`` (``activate`` may itself
+    hold a convolution, as the feature encoder's first layer does), for sizing the batch slices; default ``x``'s.
 
     Saves: the plain graph keeps three tensors of the conv output's size per layer (conv output, normalised,
     activated); at 16 kHz the first layers' outputs are the largest activations of the model (BASE, 2 x 8 s: 100 MiB
     each), so this keeps a third of the feature encoder's activations. Both passes run over slices of the batch
     (whole items, at most ``SLICE_ELEMENTS`` input elements), so their temporaries are a slice's, not the batch's.
     Exact: the backward recomputes ``activate`` (elementwise work and one reduction) under the forward's autocast
-    state; gradients equal the plain graph's up to summation order.
+    state; gradients equal the plain graph's up to summation order. Without gradients, and under ``torch.compile``
+    (see the module docstring), it is the plain expression.
     """
-    if not torch.is_grad_enabled():
+    if not torch.is_grad_enabled() or torch.compiler.is_compiling():
         return conv(activate(x, valid))
-    return _ActivateThenConv.apply(x, valid, activate, conv, conv.weight, conv.bias, *activate_params)
+    return _ActivateThenConv.apply(x, valid, activate, conv, item_elements, conv.weight, conv.bias, *activate_params)
 
 
-def _batch_slices(x: torch.Tensor) -> list[slice]:
-    step = max(1, SLICE_ELEMENTS // max(1, x[0].numel()))
+def _batch_slices(x: torch.Tensor, item_elements: int | None = None) -> list[slice]:
+    step = max(1, SLICE_ELEMENTS // max(1, item_elements or x[0].numel()))
     return [slice(i, i + step) for i in range(0, x.shape[0], step)]
 
 
 class _ActivateThenConv(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, valid, activate, conv, weight, bias, *activate_params):
+    def forward(ctx, x, valid, activate, conv, item_elements, weight, bias, *activate_params):
         device_type = x.device.type
         ctx.autocast = (torch.is_autocast_enabled(device_type), torch.get_autocast_dtype(device_type))
-        ctx.activate, ctx.conv = activate, conv
+        ctx.activate, ctx.conv, ctx.item_elements = activate, conv, item_elements
         ctx.save_for_backward(x, valid, weight)
         ctx.activate_params = activate_params  # parameters: kept alive by their module anyway
-        slices = _batch_slices(x)
+        slices = _batch_slices(x, item_elements)
         if len(slices) == 1:
             return conv(activate(x, valid))
         out = None
@@ -99,12 +109,12 @@ class _ActivateThenConv(torch.autograd.Function):
         x, valid, weight = ctx.saved_tensors
         conv, needs = ctx.conv, ctx.needs_input_grad
         enabled, dtype = ctx.autocast
-        need_x, need_w, need_b, need_params = needs[0], needs[4], conv.bias is not None and needs[5], needs[6:]
+        need_x, need_w, need_b, need_params = needs[0], needs[5], conv.bias is not None and needs[6], needs[7:]
         grad_x = torch.empty_like(x) if need_x else None
         grad_w = grad_b = None
         grad_params = [None] * len(need_params)
         grad_y = grad_y.contiguous()
-        for s in _batch_slices(x):
+        for s in _batch_slices(x, ctx.item_elements):
             with torch.enable_grad(), torch.autocast(x.device.type, dtype=dtype, enabled=enabled):
                 x_in = x[s].detach().requires_grad_(need_x)
                 h = ctx.activate(x_in, None if valid is None else valid[s])
@@ -127,7 +137,7 @@ class _ActivateThenConv(torch.autograd.Function):
                 if need:
                     g = next(grads)
                     grad_params[i] = g if grad_params[i] is None else grad_params[i].add_(g)
-        return (grad_x, None, None, None, grad_w, grad_b, *grad_params)
+        return (grad_x, None, None, None, None, grad_w, grad_b, *grad_params)
 
 
 # ------------------------------------------------------------------------------------------- dropout_attention
@@ -194,9 +204,10 @@ def activate_then_linear(x: torch.Tensor, activation: Callable[[torch.Tensor], t
     Saves: with gradients and no dropout, keeps only ``x`` (not also ``activation(x)``) and recomputes the
     elementwise activation in the backward pass: one (B, T, intermediate_size) tensor per layer instead of two
     (BASE, 2 x 8 s: 9 MiB less per layer). Exact: the same ops under the forward's autocast state. With dropout
-    (``dropout`` > 0, training) it is the plain expression, whose dropout mask must be kept anyway.
+    (``dropout`` > 0, training), without gradients and under ``torch.compile`` (see the module docstring) it is the
+    plain expression.
     """
-    if dropout > 0.0 or not torch.is_grad_enabled():
+    if dropout > 0.0 or not torch.is_grad_enabled() or torch.compiler.is_compiling():
         return linear(F.dropout(activation(x), dropout, training=dropout > 0.0))
     return _ActivateThenLinear.apply(x, activation, linear.weight, linear.bias)
 

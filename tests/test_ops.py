@@ -47,6 +47,40 @@ def test_activate_then_conv_equals_the_plain_graph(norm, sliced, monkeypatch):
         assert torch.allclose(a, b, atol=1e-10)
 
 
+@pytest.mark.parametrize("norm", ["group", "layer"])
+@pytest.mark.parametrize("sliced", [False, True])
+def test_feature_encoder_recomputing_its_first_layer_equals_the_plain_stack(norm, sliced, monkeypatch):
+    """With gradients the feature encoder keeps only the audio for its first layer and recomputes that layer in the
+    backward pass; output and every parameter's gradient equal the plain layer-by-layer stack, with padding."""
+    from hf_wav2vec2 import W2V2Config
+    from hf_wav2vec2.feature_encoder import FeatureEncoder, frame_mask, num_frames
+
+    monkeypatch.setattr(ops, "SLICE_ELEMENTS", 1 if sliced else 1 << 22)
+    torch.manual_seed(0)
+    config = W2V2Config(conv_dim=(6, 5, 4), conv_kernel=(10, 3, 2), conv_stride=(5, 2, 2), conv_bias=True,
+                        feat_extract_norm=norm, feature_grad_mult=1.0)
+    encoder = FeatureEncoder(config).double()
+    for layer in encoder.conv_layers:
+        if layer.norm is not None:
+            nn.init.normal_(layer.layer_norm.weight)
+            nn.init.normal_(layer.layer_norm.bias)
+    audio = torch.randn(3, 400, dtype=torch.float64)
+    lengths = torch.tensor([400, 300, 170])
+    got = encoder(audio, lengths)
+
+    layers = encoder.conv_layers
+    first = layers[0].conv(audio[:, None, :])
+    valid = frame_mask(num_frames(lengths, (10,), (5,)), first.shape[-1]) if norm == "group" else None
+    ref = layers[0].activate(first, valid)
+    for layer in layers[1:]:
+        ref = layer.activate(layer.conv(ref))
+    assert torch.allclose(got, ref, atol=1e-12)
+    params = list(encoder.parameters())
+    weights = torch.randn_like(ref)
+    for a, b in zip(_grads(got, params, weights), _grads(ref, params, weights)):
+        assert torch.allclose(a, b, atol=1e-10)
+
+
 def test_activate_then_conv_gradcheck():
     torch.manual_seed(0)
     prev = ConvLayer(2, 3, 3, 2, bias=False, norm="group", activation="gelu").double()
@@ -55,7 +89,7 @@ def test_activate_then_conv_gradcheck():
     valid = torch.arange(9)[None, :] < torch.tensor([9, 6])[:, None]
 
     def fused(x, weight, bias, norm_weight, norm_bias):
-        return ops._ActivateThenConv.apply(x, valid, prev.activate, conv, weight, bias, norm_weight, norm_bias)
+        return ops._ActivateThenConv.apply(x, valid, prev.activate, conv, None, weight, bias, norm_weight, norm_bias)
 
     assert torch.autograd.gradcheck(fused, (x, conv.weight, conv.bias, *prev.norm_parameters()))
 

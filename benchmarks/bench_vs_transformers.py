@@ -5,6 +5,7 @@ Usage:
     python benchmarks/bench_vs_transformers.py --only tiny --dtype fp32
     python benchmarks/bench_vs_transformers.py --device cuda --iters 20 --warmup 5
     python benchmarks/bench_vs_transformers.py --only base,ctc --dtype bf16
+    python benchmarks/bench_vs_transformers.py --only tiny --dtype fp32 --compile --skip_transformers
 
 Cases (``--only`` takes a comma-separated subset of the names):
     tiny  pretraining train step, W2V2Config.tiny(), 8 x 4 s
@@ -21,6 +22,13 @@ Method:
   transformers' step includes ``_compute_mask_indices`` + ``_sample_negative_indices`` (numpy, mask_prob 0.65,
   mask_length 10) and the copy to the device, as a user of transformers has to do; that time is also shown apart.
 - Iteration i feeds the same audio (seeded ``torch.randn``) to both models.
+- ``--compile`` adds a third implementation, ours after ``model.compile_stages()`` (torch.compile, inductor, default
+  mode: feature encoder, projection, positional conv and blocks compiled; sampling, quantizer and losses eager).
+  Compilation happens in the first warm-up step (at least one is run); that step's time minus the median step is
+  printed as the compile time, and a second table compares compiled with eager. ``--skip_transformers`` leaves
+  transformers out (only with ``--compile``).
+- The header and the footer give the machine's fp32 matmul rate (2048 x 2048, GFLOP/s) at that moment: on a
+  shared machine it shows how much of the CPU the workers got.
 - Each (case, dtype, implementation) runs in a fresh subprocess, one after the other: warm-up iterations, then
   timed iterations; the median is reported as audio-seconds processed per wall-clock second.
 - Peak memory is the growth above the loaded model (weights + audio) over the warm-up and timed steps, so it
@@ -102,7 +110,7 @@ def save_weights(case: Case, folder: str) -> None:
 
 
 def load_model(case: Case, impl: str, folder: str, device: str) -> torch.nn.Module:
-    if impl == "ours":
+    if impl in ("ours", "ours-compiled"):
         from hf_wav2vec2 import W2V2ForCTC as CTC
         from hf_wav2vec2 import W2V2ForPreTraining as PreTraining
     else:
@@ -176,13 +184,15 @@ def run_worker(spec: dict) -> dict:
     np.random.seed(SEED)
 
     model = load_model(case, impl, spec["weights"], device)
+    if impl == "ours-compiled":
+        model.compile_stages()  # inductor: compiles in the first (warm-up) step
     cfg = model.config
     autocast = (torch.autocast(device.split(":")[0], dtype=torch.bfloat16) if dtype == "bf16"
                 else contextlib.nullcontext())
     audios = [make_audio(case, i, device) for i in range(warmup + iters)]
     param_mib = sum(p.numel() * p.element_size() for p in model.parameters()) / 2**20
     num_samples = audios[0].shape[1]
-    frames = int(model.num_frames(num_samples) if impl == "ours"
+    frames = int(model.num_frames(num_samples) if impl != "transformers"
                  else model._get_feat_extract_output_lengths(num_samples))  # T
     extra = {}
 
@@ -196,7 +206,7 @@ def run_worker(spec: dict) -> dict:
         model.train()
         model.set_gumbel_temperature(cfg.gumbel_temperature_start)
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
-        if impl == "ours":
+        if impl != "transformers":
             generator = torch.Generator(device).manual_seed(SEED)
 
             def forward(x):
@@ -233,7 +243,7 @@ def run_worker(spec: dict) -> dict:
 
     memory = PeakMemory(device)
     memory.start()
-    times, cpu_times, stats = [], [], []
+    times, cpu_times, stats, warmup_times = [], [], [], []
     for i, x in enumerate(audios):
         sync(device)
         t0, c0 = time.perf_counter(), time.process_time()
@@ -242,13 +252,16 @@ def run_worker(spec: dict) -> dict:
         if i >= warmup:
             times.append(time.perf_counter() - t0)
             cpu_times.append(time.process_time() - c0)
+        else:
+            warmup_times.append(time.perf_counter() - t0)
         stats.append({k: float(v) for k, v in out.items()})
         del out
     peak = memory.peak_growth()
 
     median = statistics.median(times)
     result = dict(
-        case=case.name, impl=impl, dtype=dtype, times=times, median_s=median,
+        case=case.name, impl=impl, dtype=dtype, times=times, median_s=median, warmup_times=warmup_times,
+        compile_s=warmup_times[0] - median if impl == "ours-compiled" else None,
         cpu_s=statistics.median(cpu_times),
         audio_s_per_s=case.audio_seconds / median, peak_mib=peak, param_mib=param_mib,
         memory_method=memory.method, threads=torch.get_num_threads(),
@@ -286,6 +299,18 @@ def device_name(device: str) -> str:
         return platform.processor() or "cpu"
 
 
+def matmul_gflops(device: str, n: int = 2048, repeats: int = 10) -> float:
+    """fp32 (n x n) @ (n x n) rate in GFLOP/s, with this process's threads: what the CPU gives right now."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    a @ b
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync(device)
+    return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
+
+
 def fmt_ratio(r: float | None) -> str:
     return "-" if r is None else f"{r:.2f}x"
 
@@ -306,6 +331,10 @@ def main(argv=None) -> None:
     parser.add_argument("--only", default="tiny,base,ctc", help="comma-separated subset of: tiny, base, ctc")
     parser.add_argument("--dtype", default="both", choices=("fp32", "bf16", "both"))
     parser.add_argument("--timeout", type=float, default=900, help="seconds allowed per subprocess")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time ours after model.compile_stages() (torch.compile, inductor)")
+    parser.add_argument("--skip_transformers", action="store_true",
+                        help="do not run transformers (with --compile: compiled vs eager only)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -321,6 +350,10 @@ def main(argv=None) -> None:
     if unknown:
         parser.error(f"--only: unknown case(s) {sorted(unknown)}; choose from {[c.name for c in CASES]}")
     cases = [c for c in CASES if c.name in wanted]
+    if args.skip_transformers and not args.compile:
+        parser.error("--skip_transformers leaves nothing to compare without --compile")
+    impls = ("ours",) + (() if args.skip_transformers else ("transformers",)) + (("ours-compiled",) if args.compile
+                                                                                 else ())
     dtypes = ["fp32", "bf16"] if args.dtype == "both" else [args.dtype]
     on_cuda = args.device.startswith("cuda")
 
@@ -335,6 +368,7 @@ def main(argv=None) -> None:
     load = os.getloadavg()[0]
     busy = "  <- other processes are using the CPU: timings will be noisy" if not on_cuda and load > 0.5 else ""
     print(f"load average  : {load:.2f} (1 min) at start{busy}")
+    print(f"matmul rate   : {matmul_gflops(args.device):.0f} GFLOP/s (fp32 2048 x 2048) at start")
     print("speed         : audio-seconds per wall-clock second, median of the timed iterations; train = forward +")
     print("                backward + AdamW step; transformers' train step includes its numpy mask/negative sampling")
     print("memory        : peak growth above the loaded model during the steps; "
@@ -353,23 +387,29 @@ def main(argv=None) -> None:
             save_weights(case, folder)
             warmup, iters = case.cpu_iters if not on_cuda else (5, 20)
             warmup = args.warmup if args.warmup is not None else warmup
+            if args.compile:
+                warmup = max(warmup, 1)  # the first step compiles
             iters = args.iters if args.iters is not None else iters
             for dtype in dtypes:
-                for impl in ("ours", "transformers"):
+                for impl in impls:
                     spec = dict(case=case.name, impl=impl, dtype=dtype, device=args.device, warmup=warmup,
                                 iters=max(iters, 1), weights=folder)
                     t0 = time.perf_counter()
                     res = spawn(spec, args.timeout)
                     results[case.name, dtype, impl] = res
                     status = res.get("error") or (f"{res['audio_s_per_s']:.2f} audio-s/s, "
-                                                  f"{res['median_s'] * 1e3:.0f} ms/step")
+                                                  f"{res['median_s'] * 1e3:.0f} ms/step"
+                                                  + (f", compile {res['compile_s']:.1f} s"
+                                                     if res.get("compile_s") is not None else ""))
                     print(f"  [{time.perf_counter() - t0:5.0f} s] {case.title} {dtype} {impl}: {status}", flush=True)
 
-    # 5.3 table
+    # 5.3 tables
     rows = [["case", "ours", "transformers", "ratio", "target", "met"]]
     notes = []
     for case in cases:
         for dtype in dtypes:
+            if args.skip_transformers:
+                break
             ours, theirs = results[case.name, dtype, "ours"], results[case.name, dtype, "transformers"]
             label = f"{case.title} {dtype}"
             if "error" in ours or "error" in theirs:
@@ -413,11 +453,44 @@ def main(argv=None) -> None:
     first = next((r for r in results.values() if "error" not in r), None)
     print()
     if first:
-        print(f"threads in workers: {first['threads']}; transformers attention: "
-              f"{next((r['attn'] for (c, d, i), r in results.items() if i == 'transformers' and 'attn' in r), '?')}; "
-              f"memory method: {first['memory_method']}")
-    print_table(rows)
+        attn = next((r['attn'] for (c, d, i), r in results.items() if i == 'transformers' and 'attn' in r), None)
+        print(f"threads in workers: {first['threads']}; "
+              + (f"transformers attention: {attn}; " if attn else "")
+              + f"memory method: {first['memory_method']}")
+    if not args.skip_transformers:
+        print_table(rows)
+    if args.compile:
+        print("\nours compiled (compile_stages, inductor) vs ours eager; compile s = first warm-up step - median step")
+        rows = [["case", "eager", "compiled", "ratio", "compile s"]]
+        for case in cases:
+            for dtype in dtypes:
+                eager, compiled = results[case.name, dtype, "ours"], results[case.name, dtype, "ours-compiled"]
+                label = f"{case.title} {dtype}"
+                if "error" in eager or "error" in compiled:
+                    rows.append([label, "error" if "error" in eager else "ok",
+                                 "error" if "error" in compiled else "ok", "-", "-"])
+                    notes += [f"{label} {name}: {r['error']}" for name, r in (("ours", eager),
+                                                                             ("ours compiled", compiled))
+                              if "error" in r]
+                    continue
+                rows.append([f"{label} [audio-s/s]", f"{eager['audio_s_per_s']:.2f}",
+                             f"{compiled['audio_s_per_s']:.2f}",
+                             fmt_ratio(compiled["audio_s_per_s"] / eager["audio_s_per_s"]), "-"])
+                rows.append([f"{label} [ms/step]", f"{eager['median_s'] * 1e3:.0f}",
+                             f"{compiled['median_s'] * 1e3:.0f}",
+                             fmt_ratio(compiled["median_s"] / eager["median_s"]), f"{compiled['compile_s']:.1f}"])
+                if not on_cuda:
+                    rows.append([f"{label} [CPU ms/step]", f"{eager['cpu_s'] * 1e3:.0f}",
+                                 f"{compiled['cpu_s'] * 1e3:.0f}", fmt_ratio(compiled["cpu_s"] / eager["cpu_s"]), "-"])
+                rows.append([f"{label} [peak MiB]", f"{eager['peak_mib']:.0f}", f"{compiled['peak_mib']:.0f}",
+                             fmt_ratio(compiled["peak_mib"] / eager["peak_mib"] if eager["peak_mib"] > 0 else None),
+                             "-"])
+                notes.append(f"{label}: per-step s eager {[round(t, 3) for t in eager['times']]} compiled "
+                             f"{[round(t, 3) for t in compiled['times']]}; compiled warm-up steps "
+                             f"{[round(t, 2) for t in compiled['warmup_times']]}")
+        print_table(rows)
     print(f"\nload average at end: {os.getloadavg()[0]:.2f} (1 min)")
+    print(f"matmul rate at end: {matmul_gflops(args.device):.0f} GFLOP/s (fp32 2048 x 2048)")
     for note in notes:
         print("note:", note)
 

@@ -595,10 +595,11 @@ def _architecture(model) -> str:
 
 # ------------------------------------------------------------------------------------------------- the folder
 def save_hub_folder(model, processor, output_dir: str | os.PathLike, *,
-                    card: ModelCardInfo | Mapping | None = None) -> Path:
+                    card: ModelCardInfo | Mapping | None = None, state_dict: Mapping | None = None) -> Path:
     """Write everything a Hub repo of ``model`` needs into ``output_dir`` and return its path.
 
-    1. ``model.safetensors`` + ``config.json`` (``model.save_pretrained``).
+    1. ``model.safetensors`` + ``config.json`` (``model.save_pretrained``), with ``state_dict`` as the weights when
+       given (a sharded model's full state dict, ``accelerator.get_state_dict(model)``).
     2. The modeling code: the file defining the model class and, recursively, its relative imports
        (transformers' ``custom_object_save``), checked to import only the standard library, torch, transformers and
        huggingface_hub.
@@ -613,7 +614,7 @@ def save_hub_folder(model, processor, output_dir: str | os.PathLike, *,
     output_dir.mkdir(parents=True, exist_ok=True)
     _check_processor(model, processor)
     # 1. weights and config
-    model.save_pretrained(output_dir)
+    model.save_pretrained(output_dir, state_dict=None if state_dict is None else dict(state_dict))
     # 2-3. code and auto_map
     model_class = type(model)
     if not model_class.__module__.startswith("transformers."):

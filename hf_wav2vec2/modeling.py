@@ -213,6 +213,28 @@ class W2V2PreTrainedModel(PreTrainedModel):
         for p in self._base().feature_extractor.parameters():
             p.requires_grad = False
 
+    def compile_stages(self, **compile_kwargs):
+        """``torch.compile`` the stages that trace as whole graphs, in place; returns the model.
+
+        Compiled (each with ``nn.Module.compile(**compile_kwargs)``, e.g. ``backend="inductor"``, ``mode=...``,
+        ``dynamic=...``): the feature encoder, the feature projection, the positional conv embedding and every
+        Transformer block. None of them has a graph break, in training (gradients, dropout, padding) or not.
+        Left eager, around them: input checks, mask and negative sampling, the LayerDrop draw and loop (a skipped
+        block must leave its parameters without gradient, as in eager; one graph for the whole loop would need one
+        compilation per skip pattern), the quantizer's Gumbel sampling, the masked-frame gathers (data-dependent
+        shapes) and the losses.
+
+        ``nn.Module.compile`` keeps the modules where they are, so ``state_dict`` keys, ``save_pretrained`` and
+        checkpoints are unchanged (no ``_orig_mod.`` prefix). Call it once, before ``accelerator.prepare`` or the
+        Trainer; compilation happens on the first forward pass of each stage (and again when input shapes change,
+        after which dynamo marks the changing dimensions dynamic).
+        """
+        base = self._base()
+        encoder = base.encoder
+        for module in (base.feature_extractor, base.feature_projection, encoder.pos_conv_embed, *encoder.layers):
+            module.compile(**compile_kwargs)
+        return self
+
     def _base(self) -> W2V2Model:
         return self if isinstance(self, W2V2Model) else self.wav2vec2
 
@@ -401,7 +423,8 @@ class W2V2ForPreTraining(W2V2PreTrainedModel):
     ) -> W2V2ForPreTrainingOutput:
         """input_values: (B, L); attention_mask: (B, L); mask_time_indices: (B, T) bool, sampled when None;
         sampled_negative_indices: (B, T, K) long frame indices within the same utterance, sampled when None (only
-        the rows at masked frames are read, and they must point at masked frames)."""
+        the rows at masked frames are read, and they must point at masked frames); generator: draws the masks, the
+        negatives and the Gumbel noise (the global RNG when None)."""
         cfg = self.config
         base = self.wav2vec2
         # 1. mask: p * T / M spans of M frames per utterance, the same masked count in every row (section 3.1)
@@ -422,7 +445,7 @@ class W2V2ForPreTraining(W2V2PreTrainedModel):
             raise ValueError("no frame is masked: the contrastive task needs at least one masked frame per batch")
 
         # 3. quantize the unmasked latents of the masked frames only: q_t (N, d) (section 2)
-        quantized = self.quantizer(self.dropout_features(out.extract_features[mask]))
+        quantized = self.quantizer(self.dropout_features(out.extract_features[mask]), generator)
         targets = self.project_q(quantized.codevectors.to(self.project_q.weight.dtype))  # (N, D)
         context = self.project_hid(out.last_hidden_state[mask])  # (N, D)
 

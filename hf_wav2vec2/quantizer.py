@@ -26,6 +26,16 @@ def _perplexity(marginal: torch.Tensor) -> torch.Tensor:
     return torch.exp(-torch.xlogy(marginal, marginal).sum(-1)).sum()
 
 
+def _hard_gumbel_softmax(logits: torch.Tensor, tau: float, generator: torch.Generator | None) -> torch.Tensor:
+    """(N, G, V) logits -> (N, G, V) one-hot of argmax((logits + g) / tau), g ~ Gumbel(0, 1), whose gradient is that
+    of the softmax (straight-through, Jang et al. 2017): ``F.gumbel_softmax(hard=True)``, but with the noise drawn
+    from ``generator``. -log(Exp(1)) is a standard Gumbel draw."""
+    gumbels = -torch.empty_like(logits).exponential_(generator=generator).log()
+    soft = torch.softmax((logits + gumbels) / tau, dim=-1)
+    hard = F.one_hot(soft.argmax(-1), logits.shape[-1]).to(soft.dtype)
+    return hard - soft.detach() + soft
+
+
 class GumbelQuantizer(nn.Module):
     """(N, C) features -> (N, d) codevectors. Training: straight-through hard Gumbel-softmax at ``temperature``;
     eval: argmax. Parameter names match the official checkpoints (``weight_proj``, ``codevectors``)."""
@@ -46,14 +56,16 @@ class GumbelQuantizer(nn.Module):
         """(N, C) -> (N, G) long: the entry each codebook picks without Gumbel noise (the eval-mode choice)."""
         return self._logits(features).argmax(-1)
 
-    def forward(self, features: torch.Tensor) -> QuantizerOutput:
+    def forward(self, features: torch.Tensor, generator: torch.Generator | None = None) -> QuantizerOutput:
+        """features: (N, C). ``generator`` draws the Gumbel noise in training (the global RNG when None), so that the
+        pretraining loop can key it, like the masks and negatives, by update and micro-batch."""
         n = features.shape[0]
         logits = self._logits(features)  # (N, G, V)
         code_ids = logits.argmax(-1)  # (N, G)
         book = self.codevectors.view(self.num_groups, self.num_vars, -1)  # (G, V, d/G)
 
         if self.training:
-            onehot = F.gumbel_softmax(logits, tau=self.temperature, hard=True)  # (N, G, V), straight-through
+            onehot = _hard_gumbel_softmax(logits, self.temperature, generator)  # (N, G, V), straight-through
             code_ids = onehot.argmax(-1)
             # A batched matmul per group, never a (N, G*V, d) broadcast.
             q = torch.einsum("ngv,gvd->ngd", onehot.to(book.dtype), book)

@@ -131,7 +131,9 @@ class Encoder(nn.Module):
             x = self.layer_norm(x)
         x = self.dropout(x)
 
-        # LayerDrop (Fan et al., 2019): decisions drawn on the CPU in one go, so no device sync per layer.
+        # LayerDrop (Fan et al., 2019): decisions drawn on the CPU in one go, so no device sync per layer. They stay
+        # Python decisions in this eager loop (compile_stages compiles each block, not the loop): a skipped block
+        # then leaves its parameters without gradient, as fairseq's, which a traced select could not.
         skip = [False] * len(self.layers)
         if self.training and self.layerdrop > 0.0:
             skip = (torch.rand(len(self.layers)) < self.layerdrop).tolist()

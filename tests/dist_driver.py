@@ -21,7 +21,8 @@ from hf_wav2vec2.training.pretraining import PretrainingState, pretraining_updat
 
 
 def main(out_path: str, global_batch: int, steps: int = 3, samples: int = 4000):
-    accelerator = Accelerator(cpu=True, kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
+    accelerator = Accelerator(cpu=True, step_scheduler_with_optimizer=False,
+                              kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=True)])
     torch.manual_seed(0)
     # The perplexity (so the diversity term) is a statistic of each process's batch, as in fairseq: weight 0 here.
     model = W2V2ForPreTraining(tiny_config(diversity_loss_weight=0.0, feature_penalty_weight=10.0))
@@ -29,7 +30,8 @@ def main(out_path: str, global_batch: int, steps: int = 3, samples: int = 4000):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     model.train()
-    accelerator.unwrap_model(model).quantizer.eval()  # argmax codes: no Gumbel noise, which depends on batch layout
+    # argmax codes: the Gumbel noise is drawn per micro-batch, and one batch of 2b is not two batches of b
+    accelerator.unwrap_model(model).quantizer.eval()
     state = PretrainingState()
     per_process = global_batch // accelerator.num_processes
     share = slice(accelerator.process_index * per_process, (accelerator.process_index + 1) * per_process)

@@ -182,3 +182,26 @@ def test_parameter_groups_decay_weight_matrices_only():
     assert {"project_q.weight", "wav2vec2.feature_extractor.conv_layers.0.conv.weight",
             "wav2vec2.encoder.layers.0.attention.q_proj.weight"} <= decayed
     assert all(model.get_parameter(n).ndim >= 2 and "norm" not in n for n in decayed)
+
+
+def test_gumbel_noise_from_a_generator_is_torch_gumbel_softmax():
+    """The quantizer draws its Gumbel noise from the update's generator; with the global RNG it must be exactly
+    torch's hard gumbel_softmax (same draws, same one-hot, same straight-through gradient)."""
+    import torch
+    from torch.nn import functional as F
+
+    from hf_wav2vec2.quantizer import _hard_gumbel_softmax
+
+    logits = torch.randn(6, 2, 5, requires_grad=True)
+    weights = torch.randn(6, 2, 5)
+    results = []
+    for sample in (lambda: F.gumbel_softmax(logits, tau=0.7, hard=True),
+                   lambda: _hard_gumbel_softmax(logits, 0.7, None)):
+        torch.manual_seed(3)
+        onehot = sample()
+        (grad,) = torch.autograd.grad((onehot * weights).sum(), logits)
+        results.append((onehot, grad))
+    torch.testing.assert_close(results[0], results[1])
+    a = _hard_gumbel_softmax(logits, 0.7, torch.Generator().manual_seed(5))
+    b = _hard_gumbel_softmax(logits, 0.7, torch.Generator().manual_seed(5))
+    assert torch.equal(a, b) and torch.equal(a.sum(-1), torch.ones(6, 2))

@@ -19,6 +19,10 @@ Usage:
     # an official HF-layout folder (model_type wav2vec2, e.g. saved by transformers' Wav2Vec2ForPreTraining)
     torchrun --nproc_per_node 2 train_ctc.py --model_name_or_path path/to/wav2vec2-base ...
 
+    # two processes on a machine without GPU (gloo): torchrun as above, or accelerate's multi-process launcher
+    # (accelerate 1.15's `--cpu --num_processes 2` starts a single process: its multi-CPU launch needs mpirun)
+    accelerate launch --multi_gpu --num_processes 2 train_ctc.py ...
+
     # continue a stopped run from its last checkpoint in --output_dir
     python train_ctc.py ... --resume_from_checkpoint latest
 
@@ -36,6 +40,12 @@ warm-up, 40% hold, 50% decay to 0.05x); Adam (0.9, 0.98), eps 1e-8, no weight de
 zero_infinity, blank = pad = id 0, loss summed and divided by the utterances of the update (fairseq sentence_avg);
 batches by total audio (``MaxTokensBatchSampler``, not ``group_by_length``); greedy-decoding WER and CER on the eval
 split during training, the best-WER checkpoint loaded at the end.
+
+With N processes, the batches of an epoch (reshuffled every epoch, also in an epoch resumed in the middle) are
+dealt out in turn, their count made a multiple of N by halving the fullest ones: every process runs as many steps
+and each utterance is trained on once per epoch. ``HF_WAV2VEC2_BATCH_RECORD=<path>`` in the environment makes each
+process append the utterance ids of every training batch it collates to ``<path>.<process index>`` (JSON lines
+with the epoch), to check the data order.
 
 Dataset options carry the transformers examples' names (``--dataset_name``, ``--dataset_config_name``,
 ``--train_split_name``, ``--eval_split_name``, ``--audio_column_name``, ``--text_column_name``,
@@ -77,7 +87,7 @@ from dataclasses import dataclass, field
 
 import torch
 import transformers
-from transformers import HfArgumentParser, TrainingArguments, Wav2Vec2Processor
+from transformers import HfArgumentParser, TrainingArguments, Wav2Vec2Processor, set_seed
 from transformers.trainer import TRAINER_STATE_NAME
 
 from hf_wav2vec2 import W2V2Config, W2V2ForCTC
@@ -320,6 +330,18 @@ def main():
     args, training_args = parser.parse_args_into_dataclasses()
     if "num_train_epochs" in given_options(argv):  # a run of that many epochs: the Trainer counts its updates
         training_args.max_steps = -1
+    if training_args.fsdp and training_args.device.type == "cpu":
+        # accelerate 1.15 enables FSDP only for accelerator devices: a CPU run would silently train with DDP.
+        raise SystemExit("train_ctc.py: --fsdp needs GPUs (accelerate ignores FSDP on CPU and would use DDP); "
+                         "leave --fsdp out on CPU")
+    # --torch_compile compiles the model's graph-break-free stages (W2V2PreTrainedModel.compile_stages) instead of
+    # the Trainer's torch.compile of the whole model, whose masking, gathers and CTC loss break the graph.
+    compile_options = None
+    if training_args.torch_compile:
+        compile_options = {"backend": training_args.torch_compile_backend or "inductor",
+                           "mode": training_args.torch_compile_mode}
+        training_args.torch_compile = False
+        training_args.torch_compile_backend = training_args.torch_compile_mode = None
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # per-eval notes on dynamic batch sizes
@@ -359,7 +381,9 @@ def main():
     tokenizer = processor.tokenizer
     logger.info("vocabulary (%d): %s", len(tokenizer), "".join(tokenizer.convert_ids_to_tokens(range(len(tokenizer)))))
 
-    # 3. model: pretrained encoder + a new CTC head, with the fine-tuning overrides of the recipe
+    # 3. model: pretrained encoder + a new CTC head, with the fine-tuning overrides of the recipe. Seeded first: the
+    # new head's initial weights come from the global RNG (the Trainer seeds only after the model exists).
+    set_seed(training_args.seed)
     model = W2V2ForCTC.from_pretrained(
         args.model_name_or_path, vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
         bos_token_id=None, eos_token_id=None, ctc_loss_reduction="sum", ctc_zero_infinity=True,
@@ -370,6 +394,9 @@ def main():
         activation_dropout=args.activation_dropout, feat_proj_dropout=args.feat_proj_dropout,
         final_dropout=args.final_dropout,
     )
+    if compile_options is not None:
+        model.compile_stages(**compile_options)
+        logger.info("torch.compile of the feature encoder, projection and Transformer blocks: %s", compile_options)
     if training_args.max_steps > 0 and args.freeze_finetune_updates >= training_args.max_steps:
         logger.warning("freeze_finetune_updates (%d) >= max_steps (%d): only the CTC head will train",
                        args.freeze_finetune_updates, training_args.max_steps)

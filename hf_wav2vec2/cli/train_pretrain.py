@@ -10,8 +10,13 @@ Usage:
         --dataset /data/LibriSpeech --split train-clean-100+train-clean-360+train-other-500 \
         --dev_split dev-clean --config base --output_dir runs/base --max_steps 400000
 
-    # two CPU processes (gloo)
+    # two CPU processes (gloo); each takes every second batch, so this equals one process with
+    # --gradient_accumulation_steps 2 (same utterances, masks, negatives and Gumbel noise per update)
     torchrun --nproc_per_node 2 train_pretrain.py ...
+    accelerate launch --multi_gpu --num_processes 2 train_pretrain.py ...   # the same through Accelerate
+
+    # FSDP (GPUs): the final folder is written from the gathered full state dict
+    accelerate launch --use_fsdp --num_processes 8 train_pretrain.py ...
 
     # continue where a run stopped (model, optimizer, LR schedule, RNG, Gumbel temperature, data position)
     python train_pretrain.py ... --resume_from_checkpoint latest
@@ -121,6 +126,14 @@ class Arguments:
     gradient_accumulation_steps: int = 1
     max_grad_norm: float = field(default=10.0, metadata={"help": "clip the global gradient norm (0: no clipping)"})
     gradient_checkpointing: bool = False
+    torch_compile: bool = field(default=False, metadata={
+        "help": "torch.compile the stages that trace as whole graphs (feature encoder, projection, Transformer "
+                "blocks: W2V2PreTrainedModel.compile_stages); masking, the quantizer and the losses stay eager. Off by "
+                "default: on CPU it was not faster (README, Benchmarks)"})
+    torch_compile_backend: str | None = field(default=None, metadata={"help": "torch.compile backend (default: "
+                                                                             "inductor); implies --torch_compile"})
+    torch_compile_mode: str | None = field(default=None, metadata={"help": "torch.compile mode (e.g. "
+                                                                          "max-autotune); implies --torch_compile"})
     save_steps: int = field(default=500, metadata={"help": "save an Accelerate checkpoint every N updates"})
     save_total_limit: int = field(default=2, metadata={"help": "checkpoints kept"})
     eval_steps: int = 250
@@ -164,6 +177,10 @@ def check_arguments(args: Arguments) -> None:
 
 
 def main():
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        # torchrun on CPU-only machines: without this every process trains alone, as the main process, and they
+        # collide in the output folder.
+        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
     (args,) = HfArgumentParser(Arguments).parse_args_into_dataclasses()
     check_arguments(args)
     if args.huge_pages:
@@ -174,9 +191,10 @@ def main():
     learning_rate = args.learning_rate or recipe.learning_rate
     max_tokens = args.max_tokens or recipe.max_tokens
 
-    # LayerDrop leaves some parameters without gradient in an update; DDP must be told.
+    # LayerDrop leaves some parameters without gradient in an update; DDP must be told. The LR schedule steps once
+    # per update, whatever the process count and fp16 overflows (pretraining_update steps it).
     accelerator = Accelerator(
-        log_with="tensorboard", project_dir=args.output_dir,
+        log_with="tensorboard", project_dir=args.output_dir, step_scheduler_with_optimizer=False,
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=config.layerdrop > 0)],
     )
     set_seed(args.seed)
@@ -199,12 +217,16 @@ def main():
                         min_samples=min_samples)
     train = load_speech_dataset(args.dataset_name, split=args.train_split_name, min_duration_s=args.min_duration_s,
                                 max_samples=args.max_train_samples, **data_options)
+    # The batch count is made a multiple of the micro-batches per update (processes x accumulation): every process
+    # gets as many batches, none is repeated to even the shards, and N processes draw the batches that one process
+    # accumulating N micro-batches draws.
     sampler = MaxTokensBatchSampler(train["num_samples"], max_tokens, max_sample_size=args.max_sample_size,
-                                    seed=args.seed)
+                                    seed=args.seed,
+                                    num_batches_multiple=accelerator.num_processes * args.gradient_accumulation_steps)
     normalize = config.feat_extract_norm == "layer"  # fairseq normalises the input of layer-norm models
     collator = PretrainingCollator(args.max_sample_size, normalize=normalize, seed=args.seed, min_samples=min_samples)
-    # Own generators: starting a DataLoader iterator draws a seed, which must not move the global RNG that the
-    # Gumbel noise and dropout use (a resumed run starts its iterator at another point of the stream).
+    # Own generators: starting a DataLoader iterator draws a seed, which must not move the global RNG that dropout
+    # uses (a resumed run starts its iterator at another point of the stream).
     train_loader = DataLoader(AudioDataset(train, min_samples=min_samples), batch_sampler=sampler, collate_fn=collator,
                               num_workers=args.num_workers, generator=torch.Generator().manual_seed(args.seed))
     dev_loader = None
@@ -212,7 +234,7 @@ def main():
         dev = load_speech_dataset(args.eval_dataset_name or args.dataset_name, split=args.eval_split_name,
                                   max_samples=args.max_eval_samples, **data_options)
         dev_sampler = MaxTokensBatchSampler(dev["num_samples"], max_tokens, max_sample_size=args.max_sample_size,
-                                            shuffle=False)
+                                            shuffle=False, num_batches_multiple=accelerator.num_processes)
         dev_loader = DataLoader(AudioDataset(dev, min_samples=min_samples), batch_sampler=dev_sampler,
                                 collate_fn=PretrainingCollator(args.max_sample_size, normalize=normalize,
                                                                min_samples=min_samples),
@@ -228,6 +250,8 @@ def main():
     model = W2V2ForPreTraining(config)
     if args.gradient_checkpointing:
         model.activation_checkpointing_enable()
+    if args.torch_compile or args.torch_compile_backend or args.torch_compile_mode:
+        model.compile_stages(backend=args.torch_compile_backend or "inductor", mode=args.torch_compile_mode)
 
     # 3. optimisation: Adam (0.9, 0.98), eps 1e-6, decoupled weight decay 0.01, warm-up then linear decay
     optimizer = torch.optim.AdamW(parameter_groups(model, args.weight_decay), lr=learning_rate,
@@ -294,8 +318,11 @@ def main():
             save_checkpoint(accelerator, checkpoints, state, args.save_total_limit)
 
     # 5. save: a complete Hub folder (weights, config with auto_map, our modeling code, feature extractor, model
-    # card) that W2V2ForCTC.from_pretrained takes for fine-tuning; written at the end of every run, pushed on request
+    # card) that W2V2ForCTC.from_pretrained takes for fine-tuning; written at the end of every run, pushed on request.
+    # The weights go through Accelerate's state-dict API, which every process must call: under FSDP it gathers the
+    # shards (the unwrapped module holds only this process's shard), elsewhere it is the plain state dict.
     accelerator.wait_for_everyone()
+    full_state_dict = accelerator.get_state_dict(model)
     if accelerator.is_main_process:
         history_path = os.path.join(args.output_dir, "train_history.json")
         previous = {}
@@ -313,7 +340,7 @@ def main():
             json.dump(record, f)
         unwrapped = accelerator.unwrap_model(model)
         save_hub_folder(unwrapped, build_feature_extractor(normalize), args.output_dir,
-                        card=pretraining_model_card_info(args, record, unwrapped.config))
+                        card=pretraining_model_card_info(args, record, unwrapped.config), state_dict=full_state_dict)
         logger.info("model and model card saved to %s (%d updates, %d skipped)", args.output_dir, state.step,
                     state.skipped_updates)
         if args.push_to_hub:

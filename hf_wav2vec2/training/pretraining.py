@@ -1,10 +1,16 @@
 """One pretraining update, the validation pass and the checkpoint folders, shared by ``train_pretrain.py`` and the
 tests.
 
-Normalisation happens here, once: the losses the model returns are sums over masked frames; after the backward of
-every micro-batch of an update, gradients are multiplied by ``world_size / n`` where ``n`` is the masked-frame count
-summed over all micro-batches and processes (DDP has averaged them over processes), exactly fairseq's
-``multiply_grads(world_size / sample_size)``. So N processes with batch b equal one process with batch N*b.
+Normalisation happens here, once, before any backward (fairseq divides the loss by the sample size): the masks of
+every micro-batch of an update are drawn first, their masked-frame count ``n`` is summed over micro-batches and
+processes, and each micro-batch backpropagates ``loss_sum * world_size / n`` (DDP then averages over processes). The
+gradient is that of the loss per masked frame of the whole update, and under fp16 the scaled loss stays in range
+whatever the batch size. Masks, negatives and Gumbel noise of a micro-batch come from a generator keyed by its
+global index in the update (:func:`mask_generator`), so N processes with batch b equal one process with N
+micro-batches of b (``--gradient_accumulation_steps N``), and a resumed run draws what the unbroken one drew.
+
+Under fp16 (``accelerator.scaler``) an overflowing update is skipped by the GradScaler itself, which also halves its
+scale; without a scaler (fp32, bf16) an update with a non-finite loss or gradient norm is skipped here.
 """
 
 from __future__ import annotations
@@ -32,7 +38,8 @@ logger = logging.getLogger("hf_wav2vec2.training")
 class PretrainingState:
     """What the loop needs to continue as if never stopped; saved as JSON (``training_state.json``) in every
     checkpoint, beside Accelerate's model, optimizer, LR-schedule and RNG files. The Gumbel temperature is a function
-    of ``step`` (:func:`gumbel_temperature`), masks and negatives of ``(seed, step)`` (:func:`mask_generator`)."""
+    of ``step`` (:func:`gumbel_temperature`), masks, negatives and Gumbel noise of ``(seed, step)``
+    (:func:`mask_generator`); the fp16 loss scale is in Accelerate's files."""
 
     step: int = 0  # updates done, skipped non-finite ones included (they use their slot of max_steps and the LR)
     epoch: int = 0
@@ -58,24 +65,41 @@ class TrainingStopped(RuntimeError):
     """Too many consecutive updates were skipped (non-finite loss or gradient, or no usable audio)."""
 
 
-def mask_generator(device: torch.device, seed: int, step: int, micro_batch: int, process: int) -> torch.Generator:
-    """Masks and negatives of an update come from a generator seeded by (seed, step, micro-batch, process): a
-    resumed run draws the same ones without saving any generator state."""
-    return torch.Generator(device=device).manual_seed(hash((seed, step, micro_batch, process)) % (2**63))
+def mask_generator(device: torch.device, seed: int, step: int, micro_batch: int) -> torch.Generator:
+    """Masks, negatives and Gumbel noise of a micro-batch come from a generator seeded by (seed, step, micro_batch),
+    where ``micro_batch`` is the global index within the update, ``index_on_process * num_processes +
+    process_index`` (Accelerate's sharded sampler gives process p the batches p, p + N, ...): one process
+    accumulating N micro-batches and N processes draw the same, and a resumed run draws the same without saving any
+    generator state."""
+    return torch.Generator(device=device).manual_seed(hash((seed, step, micro_batch)) % (2**63))
+
+
+def sample_pretraining_mask(model, batch: dict, generator: torch.Generator) -> torch.Tensor:
+    """(B, T) bool time mask of a pretraining batch, drawn as ``W2V2ForPreTraining.forward`` draws it when given none
+    (config's p, M, minimum count, ``require_same_masks``; padded frames never masked)."""
+    input_values, attention_mask = batch["input_values"], batch.get("attention_mask")
+    t = int(model.num_frames(input_values.shape[-1]))
+    frame_lengths = model.num_frames(attention_mask.long().sum(-1)) if attention_mask is not None \
+        else torch.full((input_values.shape[0],), t, device=input_values.device)
+    return model.wav2vec2.sample_time_mask(frame_lengths, t, generator, model.config.require_same_masks)
 
 
 def pretraining_update(accelerator, model, optimizer, scheduler, batches, state: PretrainingState, *,
                        seed: int = 0, max_grad_norm: float | None = None,
                        max_consecutive_skips: int | None = None, gumbel_run_steps: int | None = None) -> dict | None:
     """Forward/backward every micro-batch of ``batches`` (None entries: a batch whose audio was all unusable), then
-    one normalised optimizer step. Returns metrics averaged over processes, per masked frame.
+    one optimizer step. Returns metrics averaged over processes, per masked frame. ``scheduler`` must step once per
+    call: prepare it with ``Accelerator(step_scheduler_with_optimizer=False)`` (Accelerate otherwise steps it once
+    per process, and not at all after an fp16 overflow).
 
-    Two kinds of update are skipped, never applied: one whose loss or gradient norm is not finite (no optimizer
-    step: weights and Adam moments untouched; it still takes its slot of ``max_steps`` and its LR-schedule step, so
-    the run's length and schedule do not depend on faults; counted in ``state.skipped_updates``), and one without
-    any usable audio on any process (nothing happens at all: returns None, counted in ``state.empty_updates``, the
-    caller draws the next batches). After ``max_consecutive_skips`` of either in a row, :class:`TrainingStopped`
-    is raised: the checkpoints written so far hold the last good weights.
+    Two kinds of update are skipped, never applied: one whose loss or gradient is not finite (no optimizer step:
+    weights and Adam moments untouched; it still takes its slot of ``max_steps`` and its LR-schedule step, so the
+    run's length and schedule do not depend on faults; counted in ``state.skipped_updates``), and one without any
+    usable audio on any process (nothing happens at all: returns None, counted in ``state.empty_updates``, the caller
+    draws the next batches). Under fp16 the GradScaler decides the first kind: the step always goes through the
+    scaler, which skips an update with inf/NaN gradients and halves its scale (calling neither ``step`` nor
+    ``update`` would leave it "unscaled" and the next update would fail). After ``max_consecutive_skips`` of either
+    kind in a row, :class:`TrainingStopped` is raised: the checkpoints written so far hold the last good weights.
 
     The Gumbel temperature follows the paper's schedule, or with ``gumbel_run_steps`` its run-length-proportional
     form (:func:`gumbel_temperature`)."""
@@ -84,39 +108,24 @@ def pretraining_update(accelerator, model, optimizer, scheduler, batches, state:
     unwrapped.set_gumbel_temperature(gumbel_temperature(state.step, config, gumbel_run_steps))
     params = [p for p in model.parameters() if p.requires_grad]
     device = accelerator.device
-    keys = ("loss", "contrastive_loss", "diversity_loss", "feature_penalty", "num_masked", "correct",
-            "prob_perplexity", "code_perplexity", "frames", "audio_s", "micro_batches")
-    sums = dict.fromkeys(keys, 0.0)
+    scaler = accelerator.scaler
+    _check_scheduler(accelerator, scheduler)
 
-    # 1. forward + backward of each micro-batch; DDP syncs gradients on the last one only
+    # 1. the masks of every micro-batch first: normalising before backward needs the update's global masked count
+    generators, local = [], [0.0, 0.0]  # masked frames, usable micro-batches
+    batches = list(batches)
     for i, batch in enumerate(batches):
-        last = i == len(batches) - 1
-        with contextlib.nullcontext() if last else accelerator.no_sync(model):
-            if batch is None:
-                # Nothing usable in this batch: a zero loss still joins the gradient all-reduce of the others.
-                accelerator.backward(sum(p.sum() for p in params) * 0.0)
-                continue
-            generator = mask_generator(device, seed, state.step, i, accelerator.process_index)
-            with accelerator.autocast():
-                out = model(**batch, generator=generator)
-            accelerator.backward(out.loss)
-        n = out.num_masked.item()
-        sums["loss"] += out.loss.item()
-        sums["contrastive_loss"] += out.contrastive_loss_sum.item()
-        sums["diversity_loss"] += out.diversity_loss_sum.item()
-        sums["feature_penalty"] += out.feature_penalty_sum.item()
-        sums["num_masked"] += n
-        sums["correct"] += out.accuracy.item() * n
-        sums["prob_perplexity"] += out.prob_perplexity.item()
-        sums["code_perplexity"] += out.code_perplexity.item()
-        sums["frames"] += out.mask_time_indices.numel()
-        sums["audio_s"] += batch["attention_mask"].sum().item() / SAMPLING_RATE
-        sums["micro_batches"] += 1
-
-    # 2. gather the sums of all processes; normalise the gradient by the global masked count
-    totals = accelerator.reduce(torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=device), "sum")
-    totals = dict(zip(keys, totals.tolist()))
-    if totals["micro_batches"] == 0:  # no usable audio anywhere: not an update
+        if batch is None:
+            generators.append(None)
+            continue
+        generator = mask_generator(device, seed, state.step, i * accelerator.num_processes + accelerator.process_index)
+        if batch.get("mask_time_indices") is None:
+            batches[i] = batch = {**batch, "mask_time_indices": sample_pretraining_mask(unwrapped, batch, generator)}
+        generators.append(generator)
+        local[0] += float(batch["mask_time_indices"].sum())
+        local[1] += 1
+    counts = accelerator.reduce(torch.tensor(local, dtype=torch.float64, device=device), "sum").tolist()
+    if counts[1] == 0:  # no usable audio anywhere: not an update
         optimizer.zero_grad(set_to_none=True)
         state.empty_updates += 1
         state.consecutive_skips += 1
@@ -124,26 +133,57 @@ def pretraining_update(accelerator, model, optimizer, scheduler, batches, state:
                        len(batches), state.empty_updates)
         _check_consecutive_skips(state, max_consecutive_skips)
         return None
-    n_total = max(totals["num_masked"], 1.0)
-    scale = accelerator.num_processes / n_total
-    for p in params:
-        if p.grad is not None:
-            p.grad.mul_(scale)
+    n_total = max(counts[0], 1.0)
+    # DDP averages gradients over processes: world_size / n makes the result the gradient of sum(loss) / n.
+    loss_scale = accelerator.num_processes / n_total
 
-    # 3. clip, then step unless the loss or the gradient is not finite (skipped and counted)
-    grad_norm = accelerator.clip_grad_norm_(params, max_grad_norm if max_grad_norm else float("inf"))
-    grad_norm = float(grad_norm)
-    finite = math.isfinite(totals["loss"]) and math.isfinite(grad_norm)
-    if finite:
+    # 2. forward + backward of each micro-batch of the normalised loss; DDP syncs gradients on the last one only
+    keys = ("loss", "contrastive_loss", "diversity_loss", "feature_penalty", "correct", "prob_perplexity",
+            "code_perplexity", "frames", "audio_s", "micro_batches")
+    sums = dict.fromkeys(keys, 0.0)
+    for i, batch in enumerate(batches):
+        last = i == len(batches) - 1
+        with contextlib.nullcontext() if last else accelerator.no_sync(model):
+            if batch is None:
+                # Nothing usable in this batch: a zero loss still joins the gradient all-reduce of the others.
+                accelerator.backward(sum(p.sum() for p in params) * 0.0)
+                continue
+            with accelerator.autocast():
+                out = model(**batch, generator=generators[i])
+            accelerator.backward(out.loss * loss_scale)
+        sums["loss"] += out.loss.item()
+        sums["contrastive_loss"] += out.contrastive_loss_sum.item()
+        sums["diversity_loss"] += out.diversity_loss_sum.item()
+        sums["feature_penalty"] += out.feature_penalty_sum.item()
+        sums["correct"] += out.accuracy.item() * out.num_masked.item()
+        sums["prob_perplexity"] += out.prob_perplexity.item()
+        sums["code_perplexity"] += out.code_perplexity.item()
+        sums["frames"] += out.mask_time_indices.numel()
+        sums["audio_s"] += batch["attention_mask"].sum().item() / SAMPLING_RATE
+        sums["micro_batches"] += 1
+    totals = accelerator.reduce(torch.tensor([sums[k] for k in keys], dtype=torch.float64, device=device), "sum")
+    totals = dict(zip(keys, totals.tolist()))
+
+    # 3. clip (unscaling fp16 gradients first), then step unless the loss or the gradient is not finite
+    grad_norm = float(accelerator.clip_grad_norm_(params, max_grad_norm if max_grad_norm else float("inf")))
+    if scaler is not None:
+        # The scaler found any inf/NaN gradient while unscaling; its step skips such an update and its update()
+        # backs the scale off. Both must run after every unscale_, so the step is never skipped here.
         optimizer.step()
-        finite = not accelerator.optimizer_step_was_skipped  # fp16 overflow
-    if finite:
+        applied = not accelerator.optimizer_step_was_skipped
+    else:
+        applied = math.isfinite(totals["loss"]) and math.isfinite(grad_norm)
+        if applied:
+            optimizer.step()
+    if applied:
         state.consecutive_skips = 0
     else:
         state.skipped_updates += 1
         state.consecutive_skips += 1
-        logger.warning("update %d skipped: loss %s, gradient norm %s (%d skipped so far)", state.step + 1,
-                       totals["loss"] / n_total, grad_norm, state.skipped_updates)
+        logger.warning("update %d skipped: loss %s, gradient norm %s%s (%d skipped so far)", state.step + 1,
+                       totals["loss"] / n_total, grad_norm,
+                       f", fp16 loss scale now {scaler.get_scale()}" if scaler is not None else "",
+                       state.skipped_updates)
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
 
@@ -156,7 +196,7 @@ def pretraining_update(accelerator, model, optimizer, scheduler, batches, state:
         "accuracy": totals["correct"] / n_total,
         "prob_perplexity": totals["prob_perplexity"] / micro,
         "code_perplexity": totals["code_perplexity"] / micro,
-        "masked_fraction": totals["num_masked"] / max(totals["frames"], 1.0),
+        "masked_fraction": counts[0] / max(totals["frames"], 1.0),
         "temperature": unwrapped.quantizer.temperature,
         "lr": scheduler.get_last_lr()[0],
         "grad_norm": grad_norm,
@@ -164,11 +204,23 @@ def pretraining_update(accelerator, model, optimizer, scheduler, batches, state:
         "skipped_updates": state.skipped_updates,
         "empty_updates": state.empty_updates,
     }
+    if scaler is not None:
+        metrics["loss_scale"] = float(scaler.get_scale())
     state.step += 1
     state.seen_audio_s += totals["audio_s"]
     state.history.append([state.step, metrics["loss"]])
     _check_consecutive_skips(state, max_consecutive_skips)
     return metrics
+
+
+def _check_scheduler(accelerator, scheduler) -> None:
+    """Accelerate's prepared scheduler, when linked to the optimizer, steps once per process and skips the step of
+    an fp16 overflow: the LR of update k would then depend on the process count and on overflows."""
+    linked = getattr(scheduler, "step_with_optimizer", False) and not getattr(scheduler, "split_batches", False)
+    if linked and (accelerator.num_processes > 1 or accelerator.scaler is not None):
+        raise ValueError("the LR scheduler was prepared by an Accelerator(step_scheduler_with_optimizer=True): it "
+                         "would step once per process, and not after an fp16 overflow; create the Accelerator with "
+                         "step_scheduler_with_optimizer=False (pretraining_update steps it once per update)")
 
 
 def _check_consecutive_skips(state: PretrainingState, limit: int | None) -> None:
@@ -188,7 +240,8 @@ def validate(accelerator, model, dataloader, *, seed: int = 0) -> dict:
     for i, batch in enumerate(dataloader):
         if batch is None:
             continue
-        generator = mask_generator(accelerator.device, seed, -1, i, accelerator.process_index)
+        generator = mask_generator(accelerator.device, seed, -1, i * accelerator.num_processes +
+                                   accelerator.process_index)
         with accelerator.autocast():
             out = model(**batch, generator=generator)
         n = out.num_masked.double()

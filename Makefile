@@ -22,7 +22,7 @@ lint: setup
 	$(PYTHON) -m ruff check hf_wav2vec2 tests benchmarks experiments *.py
 
 bench: setup
-	$(PYTHON) benchmarks/bench_vs_transformers.py
+	$(PYTHON) benchmarks/bench_vs_transformers.py --compile
 
 # The low-resource comparison (issue 8, in progress: its recipe and wall time are not yet measured at full size):
 # pretrained vs random init, each fine-tuned on 10 min / 1 h / all of the labels.

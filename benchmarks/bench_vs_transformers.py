@@ -1,7 +1,7 @@
 """hf_wav2vec2 vs transformers' Wav2Vec2, side by side: same config, same weights, same audio.
 
 Usage:
-    make bench        # = python benchmarks/bench_vs_transformers.py
+    make bench        # = python benchmarks/bench_vs_transformers.py --compile (inductor needs a C++ compiler on CPU)
     python benchmarks/bench_vs_transformers.py --only tiny --dtype fp32
     python benchmarks/bench_vs_transformers.py --device cuda --iters 20 --warmup 5
     python benchmarks/bench_vs_transformers.py --only base,ctc --dtype bf16
@@ -90,7 +90,7 @@ CASES = (
 )
 # ours / transformers: speed ratio at least this much (dtype -> target); memory ratio at most MEMORY_TARGET.
 SPEED_TARGETS = {("train", "fp32"): 1.3, ("train", "bf16"): 2.0, ("ctc", "fp32"): 1.0}
-MEMORY_TARGET = 0.7
+MEMORY_TARGET = 0.65
 
 
 def our_config(case: Case):

@@ -1,6 +1,8 @@
 """Shared test material: tiny configurations (hidden 32, three conv layers, two blocks; each model builds in
-milliseconds), the real recordings of shared/real_speech, and small ARPA language models."""
+milliseconds), the real recordings of shared/real_speech, small ARPA language models, and a free port for the
+multi-process launches."""
 
+import socket
 from pathlib import Path
 
 import pytest
@@ -113,3 +115,10 @@ ngram 2=11
 
 \\end\\
 """
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on now, for torchrun's / accelerate's rendezvous."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]

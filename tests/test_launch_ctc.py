@@ -12,7 +12,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 
@@ -21,7 +20,7 @@ import pytest
 import soundfile as sf
 import torch
 from accelerate.data_loader import BatchSamplerShard, DataLoaderShard, skip_first_batches
-from conftest import tiny_config
+from conftest import free_port, tiny_config
 
 from hf_wav2vec2 import W2V2ForCTC, W2V2ForPreTraining
 from hf_wav2vec2.data.batching import MaxTokensBatchSampler
@@ -48,12 +47,6 @@ def ctc_folder(tmp_path_factory):
     torch.manual_seed(0)
     W2V2ForPreTraining(tiny_config()).save_pretrained(root / "start")
     return root
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _launch(launcher: list[str], folder, output, record, *extra) -> subprocess.CompletedProcess:
@@ -108,7 +101,7 @@ def accelerate_run(ctc_folder, tmp_path_factory):
     work = tmp_path_factory.mktemp("accelerate_run")
     launcher = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                 "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                "--main_process_port", str(_free_port())]
+                "--main_process_port", str(free_port())]
     run = _launch(launcher, ctc_folder, work / "out", work / "record")
     return work, run
 
@@ -148,7 +141,7 @@ def test_torchrun_two_processes_resumed_mid_epoch_continues_exactly(accelerate_r
     work, _ = accelerate_run
     shutil.copytree(work / "out" / "checkpoint-4", tmp_path / "out" / "checkpoint-4")
     launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
-                str(_free_port())]
+                str(free_port())]
     _launch(launcher, ctc_folder, tmp_path / "out", tmp_path / "record", "--resume_from_checkpoint", "latest")
     unbroken, resumed = _records(work / "record"), _records(tmp_path / "record")
     for process in (0, 1):

@@ -11,25 +11,18 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import free_port, tiny_config
 
 HERE = os.path.dirname(__file__)
 ROOT = os.path.dirname(HERE)
 SCRIPT = os.path.join(ROOT, "train_pretrain.py")
 TIMEOUT_S = 240
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _launch(launcher: list[str], folder, output, *extra) -> dict:
@@ -57,7 +50,7 @@ PYTHON = [sys.executable]
 
 def _torchrun(n: int) -> list[str]:
     return [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n), "--master_port",
-            str(_free_port())]
+            str(free_port())]
 
 
 @pytest.fixture(scope="module")
@@ -125,7 +118,7 @@ def test_accelerate_launch_two_cpu_processes_equal_one_process(folder, one_proce
     output = tmp_path / "accelerate"
     history = _launch([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                        "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                       "--main_process_port", str(_free_port())], folder, output)
+                       "--main_process_port", str(free_port())], folder, output)
     assert history["processes"] == 2
     _assert_main_process_wrote_alone(output)
     _assert_same_run(history, reference, output, reference_output)
@@ -148,7 +141,7 @@ def test_torch_compile_option_gives_the_eager_run(folder, one_process, tmp_path)
 def test_fsdp_writes_the_unsharded_final_folder_and_resumes(folder, tmp_path):
     fsdp = [sys.executable, "-m", "accelerate.commands.launch", "--use_fsdp", "--num_processes", "2",
             "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-            "--main_process_port", str(_free_port())]
+            "--main_process_port", str(free_port())]
     # the unsharded oracle on the same GPUs: one process accumulating two micro-batches
     unsharded = _launch(PYTHON, folder, tmp_path / "unsharded", "--gradient_accumulation_steps", "2")
     sharded = _launch(fsdp, folder, tmp_path / "sharded")
@@ -159,6 +152,6 @@ def test_fsdp_writes_the_unsharded_final_folder_and_resumes(folder, tmp_path):
     resumed = tmp_path / "resumed"
     (resumed / "checkpoints").mkdir(parents=True)
     shutil.copytree(tmp_path / "sharded" / "checkpoints" / "checkpoint-2", resumed / "checkpoints" / "checkpoint-2")
-    fsdp[-1] = str(_free_port())
+    fsdp[-1] = str(free_port())
     history = _launch(fsdp, folder, resumed, "--resume_from_checkpoint", "latest")
     _assert_same_run(history, sharded, resumed, tmp_path / "sharded", rel=1e-4)

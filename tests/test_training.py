@@ -5,13 +5,12 @@ import dataclasses
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
 from types import SimpleNamespace
 
 import pytest
-from conftest import tiny_config
+from conftest import free_port, tiny_config
 
 from hf_wav2vec2 import W2V2Config, W2V2ForPreTraining
 from hf_wav2vec2.training import (
@@ -34,15 +33,9 @@ def _run(cmd, **kwargs):
     return result
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_with_batch_b_equal_one_process_with_batch_2b(tmp_path):
     _run([sys.executable, os.path.join(HERE, "dist_driver.py"), str(tmp_path / "one.json"), "4"])
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(_free_port()),
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(free_port()),
           os.path.join(HERE, "dist_driver.py"), str(tmp_path / "two.json"), "4"])
     one = json.loads((tmp_path / "one.json").read_text())
     two = json.loads((tmp_path / "two.json").read_text())

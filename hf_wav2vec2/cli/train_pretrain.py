@@ -15,7 +15,7 @@ Usage:
     torchrun --nproc_per_node 2 train_pretrain.py ...
     accelerate launch --multi_gpu --num_processes 2 train_pretrain.py ...   # the same through Accelerate
 
-    # FSDP (GPUs): the final folder is written from the gathered full state dict
+    # FSDP (GPUs only; untested, no GPU so far): the final folder is written from the gathered full state dict
     accelerate launch --use_fsdp --num_processes 8 train_pretrain.py ...
 
     # continue where a run stopped (model, optimizer, LR schedule, RNG, Gumbel temperature, data position)

@@ -81,6 +81,22 @@ def test_feature_encoder_recomputing_its_first_layer_equals_the_plain_stack(norm
         assert torch.allclose(a, b, atol=1e-10)
 
 
+def test_slices_keep_every_thread_busy_where_cpu_low_precision_convolution_has_no_onednn_kernel():
+    """Without oneDNN bf16/fp16 kernels (a CPU without those instructions) torch's fallback convolution parallelises
+    over the batch only: slices then hold at least one item per thread. fp32, or a CPU with the kernels: one item."""
+    x = torch.zeros(8, 4, 16)
+    big = ops.SLICE_ELEMENTS * 2  # elements per item of the activated output: one item alone exceeds a slice
+    assert ops._min_slice_items("cpu", (False, torch.bfloat16)) == 1
+    assert ops._min_slice_items("cuda", (True, torch.bfloat16)) == 1
+    for dtype, supported in ((torch.bfloat16, torch.ops.mkldnn._is_mkldnn_bf16_supported()),
+                             (torch.float16, torch.ops.mkldnn._is_mkldnn_fp16_supported())):
+        expected = 1 if supported and torch.backends.mkldnn.is_available() else torch.get_num_threads()
+        assert ops._min_slice_items("cpu", (True, dtype)) == expected
+    slices = ops._batch_slices(x, big, min_items=3)
+    assert [s.stop - s.start for s in slices] == [3, 3, 3] and slices[-1].start == 6
+    assert len(ops._batch_slices(x, big)) == 8
+
+
 def test_activate_then_conv_gradcheck():
     torch.manual_seed(0)
     prev = ConvLayer(2, 3, 3, 2, bias=False, norm="group", activation="gelu").double()

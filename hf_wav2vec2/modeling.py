@@ -429,10 +429,7 @@ class W2V2ForPreTraining(W2V2PreTrainedModel):
         base = self.wav2vec2
         # 1. mask: p * T / M spans of M frames per utterance, the same masked count in every row (section 3.1)
         if mask_time_indices is None:
-            t = int(self.num_frames(input_values.shape[-1]))
-            frame_lengths = self.num_frames(attention_mask.long().sum(-1)) if attention_mask is not None \
-                else torch.full((input_values.shape[0],), t, device=input_values.device)
-            mask_time_indices = base.sample_time_mask(frame_lengths, t, generator, cfg.require_same_masks)
+            mask_time_indices = self.sample_mask(input_values, attention_mask, generator)
         mask = mask_time_indices.to(device=input_values.device, dtype=torch.bool)
 
         # 2. context network over the masked input: c (B, T, H)
@@ -470,6 +467,16 @@ class W2V2ForPreTraining(W2V2PreTrainedModel):
             num_masked=num_masked, projected_states=context, projected_quantized_states=targets, logits=logits,
             mask_time_indices=mask, hidden_states=out.hidden_states,
         )
+
+    def sample_mask(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
+                    generator: torch.Generator | None = None) -> torch.Tensor:
+        """(B, T) bool time mask for (B, L) audio, as ``forward`` draws it when given none: the config's p, M,
+        minimum count and ``require_same_masks``; padded frames are never masked. The pretraining loop draws every
+        micro-batch's mask first (to normalise the loss by the update's masked count before backward)."""
+        t = int(self.num_frames(input_values.shape[-1]))
+        frame_lengths = self.num_frames(attention_mask.long().sum(-1)) if attention_mask is not None \
+            else torch.full((input_values.shape[0],), t, device=input_values.device)
+        return self.wav2vec2.sample_time_mask(frame_lengths, t, generator, self.config.require_same_masks)
 
     def code_ids(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """The quantizer's codes of every frame, as the codebook analysis of the paper's Figure 3 reads them.

@@ -102,23 +102,19 @@ def _assert_main_process_wrote_alone(output):
     assert not [n for n in os.listdir(output) if n.startswith(("partial-", "checkpoint-"))]
 
 
-def test_torchrun_two_cpu_processes_equal_one_process_accumulating_two(folder, one_process, tmp_path):
+def _accelerate_launch(n: int) -> list[str]:
+    # On a machine without GPUs, --multi_gpu starts torchrun's processes and the script runs them on CPU (gloo).
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", str(n),
+            "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port",
+            str(free_port())]
+
+
+@pytest.mark.parametrize("launcher", [_torchrun, _accelerate_launch], ids=["torchrun", "accelerate_launch"])
+def test_two_cpu_processes_equal_one_process_accumulating_two(launcher, folder, one_process, tmp_path):
     reference_output, reference = one_process
     assert reference["processes"] == 1
     output = tmp_path / "two"
-    history = _launch(_torchrun(2), folder, output)
-    assert history["processes"] == 2
-    _assert_main_process_wrote_alone(output)
-    _assert_same_run(history, reference, output, reference_output)
-
-
-def test_accelerate_launch_two_cpu_processes_equal_one_process(folder, one_process, tmp_path):
-    # On a machine without GPUs, --multi_gpu starts torchrun's processes and the script runs them on CPU (gloo).
-    reference_output, reference = one_process
-    output = tmp_path / "accelerate"
-    history = _launch([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                       "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                       "--main_process_port", str(free_port())], folder, output)
+    history = _launch(launcher(2), folder, output)
     assert history["processes"] == 2
     _assert_main_process_wrote_alone(output)
     _assert_same_run(history, reference, output, reference_output)

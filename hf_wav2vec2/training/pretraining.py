@@ -74,16 +74,6 @@ def mask_generator(device: torch.device, seed: int, step: int, micro_batch: int)
     return torch.Generator(device=device).manual_seed(hash((seed, step, micro_batch)) % (2**63))
 
 
-def sample_pretraining_mask(model, batch: dict, generator: torch.Generator) -> torch.Tensor:
-    """(B, T) bool time mask of a pretraining batch, drawn as ``W2V2ForPreTraining.forward`` draws it when given none
-    (config's p, M, minimum count, ``require_same_masks``; padded frames never masked)."""
-    input_values, attention_mask = batch["input_values"], batch.get("attention_mask")
-    t = int(model.num_frames(input_values.shape[-1]))
-    frame_lengths = model.num_frames(attention_mask.long().sum(-1)) if attention_mask is not None \
-        else torch.full((input_values.shape[0],), t, device=input_values.device)
-    return model.wav2vec2.sample_time_mask(frame_lengths, t, generator, model.config.require_same_masks)
-
-
 def pretraining_update(accelerator, model, optimizer, scheduler, batches, state: PretrainingState, *,
                        seed: int = 0, max_grad_norm: float | None = None,
                        max_consecutive_skips: int | None = None, gumbel_run_steps: int | None = None) -> dict | None:
@@ -120,7 +110,8 @@ def pretraining_update(accelerator, model, optimizer, scheduler, batches, state:
             continue
         generator = mask_generator(device, seed, state.step, i * accelerator.num_processes + accelerator.process_index)
         if batch.get("mask_time_indices") is None:
-            batches[i] = batch = {**batch, "mask_time_indices": sample_pretraining_mask(unwrapped, batch, generator)}
+            mask = unwrapped.sample_mask(batch["input_values"], batch.get("attention_mask"), generator)
+            batches[i] = batch = {**batch, "mask_time_indices": mask}
         generators.append(generator)
         local[0] += float(batch["mask_time_indices"].sum())
         local[1] += 1

@@ -14,7 +14,7 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from .configuration import W2V2Config
-from .ops import activate_then_conv, grad_multiply
+from .ops import Dropout, activate_then_conv, conv1d_channels_last, grad_multiply, group_norm_channels_last
 
 
 def num_frames(num_samples: int | torch.Tensor, conv_kernel: Sequence[int], conv_stride: Sequence[int]):
@@ -43,8 +43,8 @@ def frame_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
 
 
 class ConvLayer(nn.Module):
-    """Conv1d -> optional norm -> activation, as ``activate(conv(x))``. ``norm``: None, ``"group"`` (per-channel over
-    time) or ``"layer"``.
+    """Conv1d -> optional norm -> activation, as ``activate(conv(x))``, on channels-last (B, L, C) tensors. ``norm``:
+    None, ``"group"`` (per-channel over time) or ``"layer"``.
 
     Parameter names (``conv``, ``layer_norm``) follow the official checkpoints. ``FeatureEncoder`` calls ``conv`` and
     ``activate`` separately (the module has no ``forward``), so that ``ops.activate_then_conv`` can fuse one layer's
@@ -65,40 +65,36 @@ class ConvLayer(nn.Module):
         self.activation = ACT2FN[activation]
 
     def activate(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        """What follows the convolution: norm, then activation. (B, C, L') -> same. ``valid``: (B, L') bool frames
+        """What follows the convolution: norm, then activation. (B, L', C) -> same. ``valid``: (B, L') bool frames
         computed from real samples only; the group norm takes its statistics over them, so that padding does not
         change them."""
         if self.norm == "group":
             x = self._group_norm(x, valid)
         elif self.norm == "layer":
-            x = self.layer_norm(x.transpose(1, 2)).transpose(1, 2)
+            x = self.layer_norm(x)
         return self.activation(x)
 
     def conv_then_activate(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        """The whole layer, ``activate(conv(x), valid)``."""
-        return self.activate(self.conv(x), valid)
+        """The whole layer, ``activate(conv(x), valid)``: (B, L, C_in) -> (B, L', C_out)."""
+        return self.activate(conv1d_channels_last(x, self.conv), valid)
 
     def norm_parameters(self) -> tuple[torch.Tensor, ...]:
         return tuple(self.layer_norm.parameters()) if self.norm else ()
 
     def _group_norm(self, x: torch.Tensor, valid: torch.Tensor | None) -> torch.Tensor:
-        norm = self.layer_norm
-        # Statistics in fp32 at least (fairseq's Fp32GroupNorm; autocast would do the same), fp64 stays fp64.
-        xf = x.to(torch.promote_types(x.dtype, torch.float32))
-        if valid is None:
-            return nn.functional.group_norm(xf, norm.num_groups, norm.weight, norm.bias, norm.eps).type_as(x)
-        # Statistics over the real frames only: a padded item gets the same output as alone. transformers includes
+        # Statistics in fp32 at least (fairseq's Fp32GroupNorm; autocast would do the same), fp64 stays fp64. With
+        # ``valid``, over the real frames only: a padded item gets the same output as alone. transformers includes
         # the padding (and so changes outputs with padding); for an unpadded batch both agree.
-        m = valid[:, None, :].to(xf.dtype)  # (B, 1, L')
-        count = m.sum(-1, keepdim=True).clamp_min(1.0)
-        mean = (xf * m).sum(-1, keepdim=True) / count
-        var = ((xf - mean).square() * m).sum(-1, keepdim=True) / count
-        y = (xf - mean) * torch.rsqrt(var + norm.eps) * norm.weight[:, None] + norm.bias[:, None]
-        return y.type_as(x)
+        norm = self.layer_norm
+        return group_norm_channels_last(x, norm.weight, norm.bias, norm.eps, valid)
 
 
 class FeatureEncoder(nn.Module):
-    """Raw audio (B, L) -> conv features (B, C, T), with the gradient into it scaled by ``feature_grad_mult``."""
+    """Raw audio (B, L) -> conv features (B, T, C), with the gradient into it scaled by ``feature_grad_mult``.
+
+    Channels-last throughout: every convolution is :func:`ops.conv1d_channels_last` (matrix products on CPU), the
+    norms and activations act on (B, L', C), and the output is already time-major for the projection.
+    """
 
     def __init__(self, config: W2V2Config):
         super().__init__()
@@ -117,7 +113,7 @@ class FeatureEncoder(nn.Module):
         self.uses_group_norm = config.feat_extract_norm == "group"
 
     def forward(self, input_values: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """input_values: (B, L) float; lengths: (B,) real samples per item or None (no padding) -> (B, C, T).
+        """input_values: (B, L) float; lengths: (B,) real samples per item or None (no padding) -> (B, T, C).
 
         Layer i is ``activate_i(conv_i(x))``; the loop groups it as ``activate_{i-1}`` fused with ``conv_i``
         (``ops.activate_then_conv`` keeps one tensor per layer for the backward pass), then the last ``activate``.
@@ -126,29 +122,29 @@ class FeatureEncoder(nn.Module):
         layer's norm (group norm) reads the real-frame mask.
         """
         layers = self.conv_layers
-        x = input_values[:, None, :]  # (B, 1, L)
+        x = input_values[:, :, None]  # (B, L, 1)
         first_valid = None
         if lengths is not None and self.uses_group_norm:
             first_len = num_frames(lengths, self.conv_kernel[:1], self.conv_stride[:1])
-            first_valid = frame_mask(first_len, num_frames(x.shape[-1], self.conv_kernel[:1], self.conv_stride[:1]))
+            first_valid = frame_mask(first_len, num_frames(x.shape[1], self.conv_kernel[:1], self.conv_stride[:1]))
         # feature_grad_mult 0 freezes the encoder (the paper's fine-tuning): no graph at all.
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.grad_mult > 0):
             if len(layers) > 1 and torch.is_grad_enabled():
                 # The first layer is recomputed from the audio in the backward pass: its output (512 channels at a
                 # fifth of the sample rate) would be the largest tensor kept, the audio is a 512th of it.
                 first = layers[0]
-                frames = num_frames(x.shape[-1], self.conv_kernel[:1], self.conv_stride[:1])
+                frames = num_frames(x.shape[1], self.conv_kernel[:1], self.conv_stride[:1])
                 x = activate_then_conv(x, first.conv_then_activate, layers[1].conv, first_valid,
                                        (*first.conv.parameters(), *first.norm_parameters()),
                                        item_elements=first.conv.out_channels * frames)
             else:
-                x = layers[0].conv(x)
+                x = conv1d_channels_last(x, layers[0].conv)
                 if len(layers) > 1:
                     x = activate_then_conv(x, layers[0].activate, layers[1].conv, first_valid)
             for i in range(2, len(layers)):
                 prev = layers[i - 1]
                 x = activate_then_conv(x, prev.activate, layers[i].conv, None, prev.norm_parameters())
-            x = layers[-1].activate(x, first_valid if len(layers) == 1 else None)  # (B, C, T)
+            x = layers[-1].activate(x, first_valid if len(layers) == 1 else None)  # (B, T, C)
         return grad_multiply(x, self.grad_mult)
 
 
@@ -162,7 +158,7 @@ class FeatureProjection(nn.Module):
         super().__init__()
         self.layer_norm = nn.LayerNorm(in_dim, eps=eps)
         self.projection = nn.Linear(in_dim, hidden_size)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         normed = self.layer_norm(features)

@@ -30,6 +30,7 @@ from .losses import (
     pretraining_loss,
 )
 from .masking import compute_channel_mask, compute_span_mask, sample_negatives
+from .ops import Dropout
 from .quantizer import GumbelQuantizer
 from .transformer import Encoder, PositionalConvEmbedding
 
@@ -361,7 +362,7 @@ class W2V2Model(W2V2PreTrainedModel):
         ``ModelOutput``, which also indexes like a tuple. Unknown keyword arguments raise a TypeError."""
         # 1. raw audio -> latent speech representations z (B, T, C)
         lengths = self._check_inputs(input_values, attention_mask)
-        features = self.feature_extractor(input_values, lengths).transpose(1, 2)  # (B, T, C)
+        features = self.feature_extractor(input_values, lengths)  # (B, T, C)
         batch, t, _ = features.shape
         valid = frame_mask(self.num_frames(lengths), t) if lengths is not None else None
         penalty = feature_penalty(features, valid)
@@ -399,7 +400,7 @@ class W2V2ForPreTraining(W2V2PreTrainedModel):
     def __init__(self, config: W2V2Config):
         super().__init__(config)
         self.wav2vec2 = W2V2Model(config)
-        self.dropout_features = nn.Dropout(config.feat_quantizer_dropout)
+        self.dropout_features = Dropout(config.feat_quantizer_dropout)
         self.quantizer = GumbelQuantizer(config.conv_dim[-1], config.num_codevector_groups,
                                          config.num_codevectors_per_group, config.codevector_dim)
         self.project_hid = nn.Linear(config.hidden_size, config.proj_codevector_dim)
@@ -487,7 +488,7 @@ class W2V2ForPreTraining(W2V2PreTrainedModel):
         """
         base = self.wav2vec2
         lengths = base._check_inputs(input_values, attention_mask)
-        features = base.feature_extractor(input_values, lengths).transpose(1, 2)  # (B, T, C)
+        features = base.feature_extractor(input_values, lengths)  # (B, T, C)
         _, normed = base.feature_projection(features)  # (B, T, C): what the quantizer reads in forward
         batch, t, channels = normed.shape
         codes = self.quantizer.code_ids(normed.reshape(batch * t, channels)).view(batch, t, -1)  # (B, T, G)
@@ -521,7 +522,7 @@ class W2V2ForCTC(W2V2PreTrainedModel):
         if config.vocab_size is None:
             raise ValueError("W2V2ForCTC needs config.vocab_size (the CTC vocabulary size including the blank)")
         self.wav2vec2 = W2V2Model(config)
-        self.dropout = nn.Dropout(config.final_dropout)
+        self.dropout = Dropout(config.final_dropout)
         self.lm_head = nn.Linear(config.hidden_size, config.vocab_size)
         self.post_init()
 

@@ -11,7 +11,7 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .configuration import W2V2Config
-from .ops import activate_then_linear, dropout_attention
+from .ops import Dropout, activate_then_linear, dropout_attention
 
 
 class PositionalConvEmbedding(nn.Module):
@@ -63,9 +63,9 @@ class FeedForward(nn.Module):
         super().__init__()
         self.intermediate_dense = nn.Linear(hidden_size, intermediate_size)
         self.intermediate_act_fn = ACT2FN[activation]
-        self.intermediate_dropout = nn.Dropout(activation_dropout)
+        self.intermediate_dropout = Dropout(activation_dropout)
         self.output_dense = nn.Linear(intermediate_size, hidden_size)
-        self.output_dropout = nn.Dropout(hidden_dropout)
+        self.output_dropout = Dropout(hidden_dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.intermediate_dense(x)  # (B, T, intermediate_size)
@@ -84,7 +84,7 @@ class EncoderLayer(GradientCheckpointingLayer):
         super().__init__()
         self.pre_norm = pre_norm
         self.attention = Attention(hidden_size, num_heads, attention_dropout)
-        self.dropout = nn.Dropout(hidden_dropout)
+        self.dropout = Dropout(hidden_dropout)
         self.layer_norm = nn.LayerNorm(hidden_size, eps=eps)
         self.feed_forward = FeedForward(hidden_size, intermediate_size, activation, activation_dropout,
                                         hidden_dropout)
@@ -110,7 +110,7 @@ class Encoder(nn.Module):
         )
         # Post-LN: normalises the block input. Pre-LN: normalises the last block's output.
         self.layer_norm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.dropout = nn.Dropout(config.hidden_dropout)
+        self.dropout = Dropout(config.hidden_dropout)
         self.layers = nn.ModuleList([
             EncoderLayer(config.hidden_size, config.num_attention_heads, config.intermediate_size, config.hidden_act,
                          config.hidden_dropout, config.attention_dropout, config.activation_dropout,

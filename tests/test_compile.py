@@ -51,7 +51,7 @@ def test_compiled_stages_trace_as_one_graph_each_in_training(variant):
     base = model.wav2vec2
     x, attention_mask = _padded_batch()
     lengths = attention_mask.sum(-1)
-    features = base.feature_extractor(x, lengths).transpose(1, 2)  # (B, T, C)
+    features = base.feature_extractor(x, lengths)  # (B, T, C)
     t = features.shape[1]
     valid = frame_mask(model.num_frames(lengths), t)
     hidden = torch.randn(2, t, model.config.hidden_size, requires_grad=True)
@@ -98,7 +98,7 @@ def test_compiled_pretraining_step_equals_eager():
     negatives = sample_negatives(mask, eager.config.num_negatives, generator)
     results = []
     for model in (eager, compiled):
-        torch.manual_seed(2)
+        torch.manual_seed(3)
         out = model(x, attention_mask, mask_time_indices=mask, sampled_negative_indices=negatives)
         out.loss.backward()
         grads = {n: p.grad for n, p in model.named_parameters()}
@@ -109,7 +109,8 @@ def test_compiled_pretraining_step_equals_eager():
     assert any(g is None for g in grads_e.values())  # LayerDrop skipped a block at this seed: no gradient, both
     for name, g in grads_e.items():
         if g is not None:
-            assert torch.allclose(grads_c[name], g, rtol=1e-4, atol=1e-6), name
+            # compiled: torch's convolution; eager: matrix products (ops.conv1d_channels_last), another fp32 order
+            assert torch.allclose(grads_c[name], g, rtol=1e-4, atol=max(1e-6, 2e-6 * g.abs().max().item())), name
     # feature encoder, projection, positional conv, one graph for the three blocks
     assert counters["stats"]["unique_graphs"] == 4
 
@@ -125,4 +126,5 @@ def test_compile_stages_keeps_the_checkpoint_format(tmp_path):
     assert list(loaded.state_dict()) == list(reference)
     x, attention_mask = _padded_batch()
     with torch.no_grad():
-        assert torch.allclose(model(x, attention_mask).logits, loaded(x, attention_mask).logits, atol=1e-6)
+        # compiled: torch's convolution; eager: matrix products (ops.conv1d_channels_last), another fp32 order
+        assert torch.allclose(model(x, attention_mask).logits, loaded(x, attention_mask).logits, atol=1e-5)

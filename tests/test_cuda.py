@@ -101,7 +101,10 @@ def test_parity_with_transformers(variant, tmp_path):
     for name, p in ours.named_parameters():
         if theirs[name].grad is None:
             continue
-        torch.testing.assert_close(p.grad, theirs[name].grad, atol=1e-5, rtol=1e-4, msg=name)
+        # atol relative to the largest gradient: on CPU (HF_W2V2_TEST_DEVICE=cpu) our convolutions are matrix
+        # products, summed in another fp32 order than torch's (tests/test_parity.py checks that against fp64)
+        ref = theirs[name].grad
+        torch.testing.assert_close(p.grad, ref, atol=2e-5 * max(1.0, ref.abs().max().item()), rtol=1e-4, msg=name)
 
 
 def test_pretraining_contrastive_loss_matches_transformers(tmp_path):
@@ -130,14 +133,14 @@ def test_memory_saving_kernels_equal_their_plain_expressions(dtype):
     autocast = torch.autocast(DEVICE, dtype=dtype, enabled=dtype != torch.float32)
     prev = ConvLayer(8, 16, 3, 2, bias=False, norm="group", activation="gelu").to(DEVICE)
     conv = torch.nn.Conv1d(16, 8, 3, stride=2).to(DEVICE)
-    x = torch.randn(3, 16, 101, device=DEVICE, requires_grad=True)  # the previous conv layer's output
+    x = torch.randn(3, 101, 16, device=DEVICE, requires_grad=True)  # the previous conv layer's output, channels-last
     valid = torch.arange(101, device=DEVICE)[None, :] < torch.tensor([101, 80, 50], device=DEVICE)[:, None]
     params = (x, conv.weight, conv.bias, *prev.norm_parameters())
     results = []
     for fused in (True, False):
         with autocast:
             y = ops.activate_then_conv(x, prev.activate, conv, valid, prev.norm_parameters()) if fused \
-                else conv(prev.activate(x, valid))
+                else conv(prev.activate(x, valid).transpose(1, 2)).transpose(1, 2)
         results.append((y.float(), torch.autograd.grad(y.float().square().sum(), params)))
     torch.testing.assert_close(results[0][0], results[1][0], **tol)
     for a, b in zip(results[0][1], results[1][1]):

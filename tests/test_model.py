@@ -24,7 +24,7 @@ def test_num_frames_matches_the_conv_stack(preset):
     with torch.no_grad():
         for samples in (400, 719, 720, 16000, 16321):
             out = model.feature_extractor(torch.zeros(1, samples))
-            assert out.shape[-1] == model.num_frames(samples) == num_frames(torch.tensor(samples), cfg.conv_kernel,
+            assert out.shape[1] == model.num_frames(samples) == num_frames(torch.tensor(samples), cfg.conv_kernel,
                                                                             cfg.conv_stride)
 
 

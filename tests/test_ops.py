@@ -14,6 +14,51 @@ def _grads(outputs, inputs, weights):
     return torch.autograd.grad((outputs * weights).sum(), inputs)
 
 
+def _conv(conv, x):
+    """The oracle: torch's own convolution on a channels-last (B, L, C) tensor."""
+    return conv(x.transpose(1, 2)).transpose(1, 2)
+
+
+@pytest.mark.parametrize("in_channels,kernel,stride,length", [(1, 10, 5, 403), (6, 3, 2, 21), (6, 3, 2, 22),
+                                                               (12, 2, 2, 17), (7, 4, 3, 30)])
+@pytest.mark.parametrize("bias", [False, True])
+def test_conv1d_channels_last_equals_torch_conv(in_channels, kernel, stride, length, bias):
+    """Both CPU paths (windows copied into one matrix for few inputs per frame; one matrix product per tap above):
+    output and gradients for input, weight and bias equal nn.Conv1d's, with and without gradients; odd lengths."""
+    torch.manual_seed(0)
+    conv = nn.Conv1d(in_channels, 5, kernel, stride=stride, bias=bias).double()
+    x = torch.randn(3, length, in_channels, dtype=torch.float64, requires_grad=True)
+    got, ref = ops.conv1d_channels_last(x, conv), _conv(conv, x)
+    assert torch.allclose(got, ref, atol=1e-12)
+    with torch.no_grad():
+        assert torch.allclose(ops.conv1d_channels_last(x, conv), ref, atol=1e-12)
+    params = (x, *conv.parameters())
+    weights = torch.randn_like(ref)
+    for a, b in zip(_grads(got, params, weights), _grads(ref, params, weights)):
+        assert torch.allclose(a, b, atol=1e-10)
+    small = (x[:2, : stride * 3 + kernel].detach().requires_grad_(), *conv.parameters())
+    assert torch.autograd.gradcheck(lambda x, *p: ops._ConvChannelsLast.apply(x, p[0], p[1] if bias else None,
+                                                                               stride), small)
+
+
+@pytest.mark.parametrize("in_channels,kernel,stride", [(1, 10, 5), (32, 3, 2)])
+def test_conv1d_channels_last_under_bf16_autocast_is_as_close_as_torch_conv(in_channels, kernel, stride):
+    """Under autocast it computes in bf16 (output bf16) and its gradients are as close to fp32 as torch's are."""
+    torch.manual_seed(0)
+    conv = nn.Conv1d(in_channels, 32, kernel, stride=stride)
+    x = torch.randn(4, 401, in_channels, requires_grad=True)
+    params = (x, *conv.parameters())
+    fp32 = _grads(_conv(conv, x), params, 1.0)
+    errors = []
+    for ours in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = ops.conv1d_channels_last(x, conv) if ours else _conv(conv, x)
+        assert y.dtype == torch.bfloat16
+        errors.append([(a - b).abs().max() / b.abs().max() for a, b in zip(_grads(y.float(), params, 1.0), fp32)])
+    for ours, theirs in zip(errors[1], errors[0]):
+        assert ours <= 2 * theirs + 1e-3
+
+
 def test_grad_multiply_scales_the_gradient_only():
     x = torch.randn(3, 5, requires_grad=True)
     y = ops.grad_multiply(x, 0.1)
@@ -24,11 +69,46 @@ def test_grad_multiply_scales_the_gradient_only():
     assert ops.grad_multiply(x.detach(), 0.1) is not None
 
 
+@pytest.mark.parametrize("padded", [False, True])
+def test_group_norm_channels_last_equals_torch_group_norm(padded):
+    """Oracle: F.group_norm(C groups) on each item's real frames; the padded frames are normalised with those
+    statistics. Gradients: gradcheck of the one-formula backward, with and without a frame mask."""
+    torch.manual_seed(0)
+    weight, bias = torch.randn(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
+    x = torch.randn(3, 20, 6, dtype=torch.float64) * 3 + 5
+    lengths = [20, 13, 7] if padded else [20, 20, 20]
+    valid = torch.arange(20)[None, :] < torch.tensor(lengths)[:, None] if padded else None
+    got = ops.group_norm_channels_last(x, weight, bias, 1e-5, valid)
+    for i, n in enumerate(lengths):
+        ref = F.group_norm(x[i : i + 1, :n].transpose(1, 2), 6, weight, bias, 1e-5).transpose(1, 2)
+        assert torch.allclose(got[i : i + 1, :n], ref, atol=1e-12)
+        mean, var = x[i, :n].mean(0), x[i, :n].var(0, unbiased=False)
+        assert torch.allclose(got[i, n:], (x[i, n:] - mean) / (var + 1e-5).sqrt() * weight + bias, atol=1e-12)
+    inputs = (x[:, :9].clone().requires_grad_(), weight.requires_grad_(), bias.requires_grad_())
+    small_valid = None if valid is None else valid[:, :9]
+    assert torch.autograd.gradcheck(lambda *a: ops._GroupNormChannelsLast.apply(*a, 1e-5, small_valid), inputs)
+    assert torch.autograd.gradcheck(lambda *a: ops.group_norm_channels_last(*a, 1e-5, small_valid), inputs)
+
+
+def test_group_norm_channels_last_computes_in_fp32_for_bf16():
+    torch.manual_seed(0)
+    x = (torch.randn(2, 50, 4) * 2 + 3).bfloat16().requires_grad_()
+    weight, bias = torch.randn(4, requires_grad=True), torch.randn(4, requires_grad=True)
+    y = ops.group_norm_channels_last(x, weight, bias, 1e-5)
+    ref = F.group_norm(x.float().transpose(1, 2), 4, weight, bias, 1e-5).transpose(1, 2)
+    assert y.dtype == torch.bfloat16 and torch.allclose(y.float(), ref, atol=2e-2)
+    grads = torch.autograd.grad((y.float() * ref.detach()).sum(), (x, weight, bias))
+    refs = torch.autograd.grad((ref * ref.detach()).sum(), (x, weight, bias))
+    assert grads[0].dtype == torch.bfloat16
+    for a, b in zip(grads, refs):
+        assert torch.allclose(a.float(), b.float(), atol=5e-2, rtol=2e-2)
+
+
 @pytest.mark.parametrize("norm", ["group", "layer", None])
 @pytest.mark.parametrize("sliced", [False, True])
 def test_activate_then_conv_equals_the_plain_graph(norm, sliced, monkeypatch):
-    """Output and gradients (input, conv weight and bias, norm parameters) equal conv(activate(x)); with a frame mask
-    for the group norm; over one slice or one item per slice."""
+    """Output and gradients (input, conv weight and bias, norm parameters) equal conv(activate(x)) (torch's conv, on
+    channels-last tensors); with a frame mask for the group norm; over one slice or one item per slice."""
     monkeypatch.setattr(ops, "SLICE_ELEMENTS", 1 if sliced else 1 << 22)
     torch.manual_seed(0)
     prev = ConvLayer(4, 6, 3, 2, bias=True, norm=norm, activation="gelu").double()
@@ -36,11 +116,11 @@ def test_activate_then_conv_equals_the_plain_graph(norm, sliced, monkeypatch):
         nn.init.normal_(prev.layer_norm.weight)
         nn.init.normal_(prev.layer_norm.bias)
     conv = nn.Conv1d(6, 5, 3, stride=2, bias=True).double()
-    x = torch.randn(3, 6, 21, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(3, 21, 6, dtype=torch.float64, requires_grad=True)
     valid = torch.arange(21)[None, :] < torch.tensor([21, 15, 9])[:, None] if norm == "group" else None
     params = (x, conv.weight, conv.bias, *prev.norm_parameters())
     got = ops.activate_then_conv(x, prev.activate, conv, valid, prev.norm_parameters())
-    ref = conv(prev.activate(x, valid))
+    ref = _conv(conv, prev.activate(x, valid))
     assert torch.allclose(got, ref, atol=1e-12)
     weights = torch.randn_like(ref)
     for a, b in zip(_grads(got, params, weights), _grads(ref, params, weights)):
@@ -69,11 +149,11 @@ def test_feature_encoder_recomputing_its_first_layer_equals_the_plain_stack(norm
     got = encoder(audio, lengths)
 
     layers = encoder.conv_layers
-    first = layers[0].conv(audio[:, None, :])
-    valid = frame_mask(num_frames(lengths, (10,), (5,)), first.shape[-1]) if norm == "group" else None
+    first = _conv(layers[0].conv, audio[:, :, None])
+    valid = frame_mask(num_frames(lengths, (10,), (5,)), first.shape[1]) if norm == "group" else None
     ref = layers[0].activate(first, valid)
     for layer in layers[1:]:
-        ref = layer.activate(layer.conv(ref))
+        ref = layer.activate(_conv(layer.conv, ref))
     assert torch.allclose(got, ref, atol=1e-12)
     params = list(encoder.parameters())
     weights = torch.randn_like(ref)
@@ -81,27 +161,18 @@ def test_feature_encoder_recomputing_its_first_layer_equals_the_plain_stack(norm
         assert torch.allclose(a, b, atol=1e-10)
 
 
-def test_slices_keep_every_thread_busy_where_cpu_low_precision_convolution_has_no_onednn_kernel():
-    """Without oneDNN bf16/fp16 kernels (a CPU without those instructions) torch's fallback convolution parallelises
-    over the batch only: slices then hold at least one item per thread. fp32, or a CPU with the kernels: one item."""
+def test_batch_slices_hold_whole_items_up_to_the_slice_size():
     x = torch.zeros(8, 4, 16)
-    big = ops.SLICE_ELEMENTS * 2  # elements per item of the activated output: one item alone exceeds a slice
-    assert ops._min_slice_items("cpu", (False, torch.bfloat16)) == 1
-    assert ops._min_slice_items("cuda", (True, torch.bfloat16)) == 1
-    for dtype, supported in ((torch.bfloat16, torch.ops.mkldnn._is_mkldnn_bf16_supported()),
-                             (torch.float16, torch.ops.mkldnn._is_mkldnn_fp16_supported())):
-        expected = 1 if supported and torch.backends.mkldnn.is_available() else torch.get_num_threads()
-        assert ops._min_slice_items("cpu", (True, dtype)) == expected
-    slices = ops._batch_slices(x, big, min_items=3)
-    assert [s.stop - s.start for s in slices] == [3, 3, 3] and slices[-1].start == 6
-    assert len(ops._batch_slices(x, big)) == 8
+    assert [(s.start, s.stop) for s in ops._batch_slices(x, ops.SLICE_ELEMENTS // 3)] == [(0, 3), (3, 6), (6, 9)]
+    assert len(ops._batch_slices(x, ops.SLICE_ELEMENTS * 2)) == 8  # one item alone exceeds a slice
+    assert len(ops._batch_slices(x)) == 1
 
 
 def test_activate_then_conv_gradcheck():
     torch.manual_seed(0)
     prev = ConvLayer(2, 3, 3, 2, bias=False, norm="group", activation="gelu").double()
     conv = nn.Conv1d(3, 2, 2, stride=2, bias=True).double()
-    x = torch.randn(2, 3, 9, dtype=torch.float64, requires_grad=True)
+    x = torch.randn(2, 9, 3, dtype=torch.float64, requires_grad=True)
     valid = torch.arange(9)[None, :] < torch.tensor([9, 6])[:, None]
 
     def fused(x, weight, bias, norm_weight, norm_bias):
@@ -114,12 +185,12 @@ def test_activate_then_conv_under_bf16_autocast_is_as_close_as_the_plain_graph()
     torch.manual_seed(0)
     prev = ConvLayer(4, 8, 3, 2, bias=False, norm="group", activation="gelu")
     conv = nn.Conv1d(8, 8, 3, stride=2, bias=False)
-    x = torch.randn(2, 8, 64, requires_grad=True)
-    (fp32,) = torch.autograd.grad(conv(prev.activate(x)).square().sum(), x)
+    x = torch.randn(2, 64, 8, requires_grad=True)
+    (fp32,) = torch.autograd.grad(_conv(conv, prev.activate(x)).square().sum(), x)
     results = []
     for fused in (False, True):
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            y = ops.activate_then_conv(x, prev.activate, conv) if fused else conv(prev.activate(x))
+            y = ops.activate_then_conv(x, prev.activate, conv) if fused else _conv(conv, prev.activate(x))
         results.append(torch.autograd.grad(y.float().square().sum(), x)[0])
     plain_error = (results[0] - fp32).abs().max()
     assert (results[1] - fp32).abs().max() <= 1.5 * plain_error + 1e-6
@@ -134,8 +205,8 @@ def test_dropout_attention_matches_its_formula():
     torch.manual_seed(5)
     got = ops.dropout_attention(q, k, v, key_mask, 0.25)
     torch.manual_seed(5)  # the same draw of the dropout mask
-    keep = torch.empty(2, 2, 7, 7, dtype=torch.bool).bernoulli_(0.75)
-    assert 0.6 < keep.double().mean() < 0.9
+    keep, scale = ops.keep_mask((2, 2, 7, 7), 0.25)
+    assert 0.6 < keep.double().mean() < 0.9 and scale == 4 / 3  # 0.25 is a multiple of 2^-16: p' = p
     scores = (q @ k.transpose(-2, -1) / 2.0).masked_fill(~key_mask, float("-inf"))
     ref = (scores.softmax(-1) * keep / 0.75) @ v
     assert torch.allclose(got, ref, atol=1e-12)
@@ -180,4 +251,43 @@ def test_activate_then_linear_with_dropout_is_the_plain_expression():
     torch.manual_seed(3)
     got = ops.activate_then_linear(x, F.gelu, linear, dropout=0.5)
     torch.manual_seed(3)
-    assert torch.equal(got, linear(F.dropout(F.gelu(x), 0.5, training=True)))
+    assert torch.equal(got, linear(ops.dropout(F.gelu(x), 0.5, training=True)))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.25, 0.65])
+def test_keep_mask_drops_with_probability_p_in_every_lane(p):
+    """Each 64-bit draw gives four 16-bit uniforms: the drop rate is p' = round(p * 2^16) / 2^16 overall and at every
+    position modulo 4, within 5 standard deviations."""
+    torch.manual_seed(0)
+    n = 4 * 300_000
+    keep, scale = ops.keep_mask((n,), p)
+    p_used = round(p * 65536) / 65536
+    assert abs(p_used - p) <= 2**-17 and scale == pytest.approx(1 / (1 - p_used), rel=1e-12)
+    sigma = (p_used * (1 - p_used) / (n // 4)) ** 0.5
+    for lane in range(4):
+        assert abs((~keep[lane::4]).double().mean().item() - p_used) < 5 * sigma
+    torch.manual_seed(0)
+    assert torch.equal(ops.keep_mask((n,), p)[0], keep)  # the global RNG decides
+
+
+def test_keep_mask_edges():
+    assert ops.keep_mask((5, 3), 0.0)[0].all()
+    keep, scale = ops.keep_mask((5, 3), 1.0)
+    assert not keep.any() and scale == 0.0
+    assert ops.keep_mask((7,), 1 - 2**-20)[0].sum() == 0  # rounds to 1: nothing kept, no division by zero
+
+
+def test_dropout_is_mask_times_scale_forward_and_backward():
+    x = torch.randn(4, 9, 6, dtype=torch.float64, requires_grad=True)
+    torch.manual_seed(3)
+    y = ops.dropout(x, 0.3)
+    torch.manual_seed(3)
+    keep, scale = ops.keep_mask(x.shape, 0.3)
+    assert torch.equal(y, x * keep * scale)
+    grad = torch.randn_like(y)
+    assert torch.equal(torch.autograd.grad(y, x, grad)[0], grad * keep * scale)
+    assert ops.dropout(x, 0.3, training=False) is x
+    module = ops.Dropout(0.3).eval()
+    assert module(x) is x
+    ones = torch.ones(1_000_000)
+    assert ops.dropout(ones, 0.1).mean().item() == pytest.approx(1.0, abs=2e-3)  # expectation kept

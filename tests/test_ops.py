@@ -70,15 +70,20 @@ def test_grad_multiply_scales_the_gradient_only():
 
 
 @pytest.mark.parametrize("padded", [False, True])
-def test_group_norm_channels_last_equals_torch_group_norm(padded):
+@pytest.mark.parametrize("chunked", [False, True])
+def test_group_norm_channels_last_equals_torch_group_norm(padded, chunked, monkeypatch):
     """Oracle: F.group_norm(C groups) on each item's real frames; the padded frames are normalised with those
-    statistics. Gradients: gradcheck of the one-formula backward, with and without a frame mask."""
+    statistics. In one time chunk, or in chunks of 3 frames (statistics merged across chunks, one of them all
+    padding for the shortest item). Gradients: gradcheck of the one-formula backward. The input is left as it was."""
+    monkeypatch.setattr(ops, "NORM_CHUNK_ELEMENTS", 3 * 3 * 6 if chunked else 1 << 18)
     torch.manual_seed(0)
     weight, bias = torch.randn(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
     x = torch.randn(3, 20, 6, dtype=torch.float64) * 3 + 5
+    original = x.clone()
     lengths = [20, 13, 7] if padded else [20, 20, 20]
     valid = torch.arange(20)[None, :] < torch.tensor(lengths)[:, None] if padded else None
     got = ops.group_norm_channels_last(x, weight, bias, 1e-5, valid)
+    assert torch.equal(x, original)
     for i, n in enumerate(lengths):
         ref = F.group_norm(x[i : i + 1, :n].transpose(1, 2), 6, weight, bias, 1e-5).transpose(1, 2)
         assert torch.allclose(got[i : i + 1, :n], ref, atol=1e-12)
@@ -88,6 +93,7 @@ def test_group_norm_channels_last_equals_torch_group_norm(padded):
     small_valid = None if valid is None else valid[:, :9]
     assert torch.autograd.gradcheck(lambda *a: ops._GroupNormChannelsLast.apply(*a, 1e-5, small_valid), inputs)
     assert torch.autograd.gradcheck(lambda *a: ops.group_norm_channels_last(*a, 1e-5, small_valid), inputs)
+    assert torch.equal(x, original)
 
 
 def test_group_norm_channels_last_computes_in_fp32_for_bf16():

@@ -216,12 +216,15 @@ def group_norm_channels_last(x: torch.Tensor, weight: torch.Tensor, bias: torch.
     return _group_norm_forward(x, weight, bias, eps, valid)[0]
 
 
-# The group norm works over chunks of time of at most this many elements, so that each chunk's fp32 temporaries stay
-# in cache: two passes over x (statistics, then output) instead of seven over fp32 copies of it.
+# On CPU the group norm works over chunks of time of at most this many elements, so that each chunk's fp32
+# temporaries stay in cache: two passes over x (statistics, then output) instead of seven over fp32 copies of it.
+# A GPU takes the whole tensor at once (one kernel per op).
 NORM_CHUNK_ELEMENTS = 1 << 18
 
 
 def _time_chunks(x: torch.Tensor) -> list[slice]:
+    if x.device.type != "cpu":
+        return [slice(None)]
     step = max(1, NORM_CHUNK_ELEMENTS // max(1, x.shape[0] * x.shape[2]))
     return [slice(t, t + step) for t in range(0, x.shape[1], step)]
 

@@ -374,9 +374,9 @@ class _ActivateThenConv(torch.autograd.Function):
                 x_in = x[s].detach().requires_grad_(need_x)
                 h = ctx.activate(x_in, None if valid is None else valid[s])
             wanted = [t for t, need in zip((x_in, *ctx.activate_params), (need_x, *need_params)) if need]
-            # The forward convolution ran on h and the weight cast to the output's dtype (autocast) or as they were.
-            grad_h, gw, gb = _conv_backward(grad_y[s].to(_conv_dtype(h, weight, ctx.autocast)), h.detach(), weight,
-                                            conv.bias is not None, conv.stride[0], (bool(wanted), need_w, need_b))
+            # grad_y is in the forward output's dtype, which is the dtype the convolution computed in.
+            grad_h, gw, gb = _conv_backward(grad_y[s], h.detach(), weight, conv.bias is not None, conv.stride[0],
+                                            (bool(wanted), need_w, need_b))
             if gw is not None:  # summed in fp32 at least
                 grad_w = gw if grad_w is None else grad_w.add_(gw)
             if gb is not None:
@@ -392,12 +392,6 @@ class _ActivateThenConv(torch.autograd.Function):
         grad_w = None if grad_w is None else grad_w.to(weight.dtype)
         grad_b = None if grad_b is None else grad_b.to(conv.bias.dtype)
         return (grad_x, None, None, None, None, grad_w, grad_b, *grad_params)
-
-
-def _conv_dtype(h: torch.Tensor, weight: torch.Tensor, autocast: tuple[bool, torch.dtype]) -> torch.dtype:
-    """The dtype the forward convolution computed in: the autocast dtype, or the promoted input dtypes."""
-    enabled, dtype = autocast
-    return dtype if enabled else torch.promote_types(h.dtype, weight.dtype)
 
 
 # ------------------------------------------------------------------------------------------------------ dropout

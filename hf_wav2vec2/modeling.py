@@ -308,6 +308,9 @@ class W2V2Model(W2V2PreTrainedModel):
         if config.mask_time_prob > 0.0 or config.mask_feature_prob > 0.0:
             self.masked_spec_embed = nn.Parameter(torch.empty(config.hidden_size))
         self.encoder = Encoder(config)
+        # Fine-tuning with the encoder frozen may set a hf_wav2vec2.feature_cache.FeatureCache here (train_ctc.py
+        # --feature_cache_gb): each utterance's frames are then computed once. Not a module: nothing is saved.
+        self.feature_cache = None
         self.post_init()
 
     def _check_inputs(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -362,7 +365,10 @@ class W2V2Model(W2V2PreTrainedModel):
         ``ModelOutput``, which also indexes like a tuple. Unknown keyword arguments raise a TypeError."""
         # 1. raw audio -> latent speech representations z (B, T, C)
         lengths = self._check_inputs(input_values, attention_mask)
-        features = self.feature_extractor(input_values, lengths)  # (B, T, C)
+        if self.feature_cache is None:
+            features = self.feature_extractor(input_values, lengths)  # (B, T, C)
+        else:
+            features = self.feature_cache(self.feature_extractor, input_values, lengths)
         batch, t, _ = features.shape
         valid = frame_mask(self.num_frames(lengths), t) if lengths is not None else None
         penalty = feature_penalty(features, valid)

@@ -16,6 +16,7 @@ import datasets
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from conftest import tiny_config
 from transformers import HfArgumentParser
 
@@ -186,6 +187,21 @@ def test_train_ctc_without_dev_split_needs_no_eval_options():
     _, training_args = parser.parse_args_into_dataclasses(args=argv[:-2])  # the defaults do not fail
     assert training_args.eval_strategy == "no" and not training_args.load_best_model_at_end
     assert training_args.report_to == ["tensorboard"]
+
+
+def test_train_ctc_bf16_without_a_gpu_runs_on_the_cpu(monkeypatch):
+    from hf_wav2vec2.cli.train_ctc import Arguments, CTCTrainingArguments, check_options
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = ["--model_name_or_path", "m", "--dataset_name", "d", "--eval_split_name", "dev", "--output_dir", "o",
+            "--bf16", "true"]
+    parser = HfArgumentParser((Arguments, CTCTrainingArguments))
+    with pytest.raises(ValueError, match="use_cpu"):  # transformers' own check, without the default
+        parser.parse_args_into_dataclasses(args=argv)
+    parser.set_defaults(**check_options(argv))
+    _, training_args = parser.parse_args_into_dataclasses(args=argv)
+    assert training_args.bf16 and training_args.use_cpu and training_args.device.type == "cpu"
+    assert "use_cpu" not in check_options(argv[:-2])  # fp32 leaves the device to transformers
 
 
 @pytest.fixture(scope="module")

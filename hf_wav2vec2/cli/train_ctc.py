@@ -102,6 +102,7 @@ from hf_wav2vec2.data.ctc import (
     set_processor_normalizer,
 )
 from hf_wav2vec2.data.text import STYLES
+from hf_wav2vec2.feature_cache import FeatureCache
 from hf_wav2vec2.hub import finetuned_model_card_info, push_hub_folder, save_hub_folder
 from hf_wav2vec2.training import FINETUNING_RECIPES, choose_finetuning_recipe
 from hf_wav2vec2.training.allocator import use_huge_pages
@@ -174,6 +175,9 @@ class Arguments:
     activation_dropout: float = 0.1
     feat_proj_dropout: float = 0.0
     final_dropout: float = 0.0
+    feature_cache_gb: float = field(default=2.0, metadata={
+        "help": "keep each utterance's frames from the frozen feature encoder, up to this many GB (in CPU memory): "
+                "epochs after the first skip the encoder (hf_wav2vec2.feature_cache; exact); 0 turns it off"})
     huge_pages: bool = field(default=True, metadata={"help": "restart once with GLIBC_TUNABLES=glibc.malloc.hugetlb=1"
                                                              " (large CPU buffers on transparent huge pages: CPU steps "
                                                              "otherwise spend as long in page faults as in the model);"
@@ -244,7 +248,8 @@ def given_options(argv: list[str]) -> set[str]:
 
 def check_options(argv: list[str]) -> dict:
     """Refuse options that would be ignored (``REPLACED_OPTIONS``) or contradict the data, before any work; return
-    the parser defaults that make a run without dev split consistent (no evaluation, no best checkpoint)."""
+    the parser defaults that make a run without dev split consistent (no evaluation, no best checkpoint) and let
+    ``--bf16`` run on a machine without a GPU (autocast on the CPU)."""
     given = given_options(argv)
     for name in sorted(given & set(REPLACED_OPTIONS)):
         raise SystemExit(f"train_ctc.py: --{name} is not used here: {REPLACED_OPTIONS[name]}")
@@ -258,8 +263,12 @@ def check_options(argv: list[str]) -> dict:
     if "do_eval" in given and parsed.do_eval != has_eval_split:
         raise SystemExit("train_ctc.py: --do_eval follows --eval_split_name: give a dev split to evaluate, none not "
                          "to")
+    defaults = {}
+    if parsed.bf16 and not torch.cuda.is_available():
+        # transformers refuses bf16 without a GPU unless --use_cpu is given; without a GPU the CPU is the device
+        defaults["use_cpu"] = True
     if has_eval_split:
-        return {}
+        return defaults
     needs_eval = [name for name in ("load_best_model_at_end", "metric_for_best_model", "eval_steps")
                   if name in given and getattr(parsed, name)]
     if "eval_strategy" in given and parsed.eval_strategy != "no":
@@ -267,7 +276,7 @@ def check_options(argv: list[str]) -> dict:
     if needs_eval:
         raise SystemExit(f"train_ctc.py: {', '.join('--' + n for n in needs_eval)} need(s) a dev split: give "
                          "--eval_split_name")
-    return {"eval_strategy": "no", "load_best_model_at_end": False, "metric_for_best_model": None,
+    return {**defaults, "eval_strategy": "no", "load_best_model_at_end": False, "metric_for_best_model": None,
             "greater_is_better": None}
 
 
@@ -394,6 +403,8 @@ def main():
         activation_dropout=args.activation_dropout, feat_proj_dropout=args.feat_proj_dropout,
         final_dropout=args.final_dropout,
     )
+    if args.feature_cache_gb > 0:  # the encoder stays frozen for the whole run (FreezeFinetuneCallback)
+        model.wav2vec2.feature_cache = FeatureCache(max_bytes=int(args.feature_cache_gb * 2**30))
     if compile_options is not None:
         model.compile_stages(**compile_options)
         logger.info("torch.compile of the feature encoder, projection and Transformer blocks: %s", compile_options)
@@ -425,6 +436,10 @@ def main():
         max_tokens=args.max_tokens, max_consecutive_skips=training_args.max_consecutive_skips,
     )
     result = trainer.train(resume_from_checkpoint=resume)  # TrainingStopped: no final model from bad weights
+    cache = model.wav2vec2.feature_cache
+    if cache is not None:
+        logger.info("feature cache: %d utterances, %.0f MB; %d hits, %d misses", len(cache), cache.stored_bytes / 2**20,
+                    cache.hits, cache.misses)
     trainer.log_metrics("train", result.metrics)
 
     # 6. evaluate (the best-WER checkpoint when load_best_model_at_end) and save model + processor

@@ -5,8 +5,14 @@ STAMP := .make/setup.stamp
 CORPUS := data/default_corpus
 RUNS := runs
 PRETRAIN_STEPS ?= 400
+FINETUNE_STEPS ?= 1500
+LM := $(RUNS)/lm/train-clean-4gram.arpa
+# bf16 autocast where the CPU computes bf16 natively (AVX512-BF16 or AMX; measured 1.6x per pretraining update and
+# 1.5x per fine-tuning update there) or on a GPU that supports it; fp32 elsewhere (emulated bf16 would be slower).
+BF16 ?= $(shell $(PYTHON) -c "import torch; print(str(torch.cuda.is_bf16_supported() if torch.cuda.is_available() \
+	else torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()).lower())" 2>/dev/null || echo false)
 
-.PHONY: setup test default corpus pretrain codebook finetune evaluate transcribe bench lint experiment
+.PHONY: setup test default corpus pretrain codebook finetune lm evaluate transcribe bench lint experiment
 
 setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
@@ -27,7 +33,8 @@ bench: setup
 # The low-resource comparison (issue 8, in progress: its recipe and wall time are not yet measured at full size):
 # pretrained vs random init, each fine-tuned on 10 min / 1 h / all of the labels.
 experiment: setup
-	$(PYTHON) experiments/low_resource.py --output_dir $(RUNS)/experiment --corpus_dir data/experiment_corpus
+	$(PYTHON) experiments/low_resource.py --output_dir $(RUNS)/experiment --corpus_dir data/experiment_corpus \
+		--bf16 $(BF16)
 
 # The default job: the whole pipeline on the small synthetic corpus, on CPU (about 37 min on 2 cores, README):
 # corpus -> self-supervised pretraining -> codebook analysis (Figure 3) -> CTC fine-tuning -> test-set WER ->
@@ -36,7 +43,8 @@ default: codebook transcribe
 	@echo "pretrained model : $(RUNS)/pretrain-tiny (model card: $(RUNS)/pretrain-tiny/README.md, TensorBoard: $(RUNS)/pretrain-tiny/logs)"
 	@echo "codebook (Fig. 3): $(RUNS)/codebook-tiny/codebook.json, plot: $(RUNS)/codebook-tiny/p_phone_given_code.png"
 	@echo "fine-tuned model : $(RUNS)/ctc-tiny (model card: $(RUNS)/ctc-tiny/README.md, TensorBoard: $(RUNS)/ctc-tiny/runs)"
-	@echo "test-clean scores: $(RUNS)/ctc-tiny/test_results.json"
+	@echo "4-gram LM        : $(LM)"
+	@echo "test-clean scores: $(RUNS)/ctc-tiny/test_results.json (greedy, and beam search with the LM)"
 
 corpus: $(CORPUS)/LibriSpeech/corpus.json
 $(CORPUS)/LibriSpeech/corpus.json: | setup
@@ -45,7 +53,7 @@ $(CORPUS)/LibriSpeech/corpus.json: | setup
 # The paper's Gumbel schedule (temperature stays near 2 over 400 updates), not the script's run-length-proportional
 # default: measured on one machine, it fine-tunes to test WER/CER 55.9/21.4 against 64.5/25.5 (README).
 pretrain: setup corpus
-	$(PYTHON) train_pretrain.py --dataset $(CORPUS)/LibriSpeech --split train-clean --dev_split dev-clean \
+	ACCELERATE_MIXED_PRECISION=$(if $(filter true,$(BF16)),bf16,no) $(PYTHON) train_pretrain.py --dataset $(CORPUS)/LibriSpeech --split train-clean --dev_split dev-clean \
 		--config tiny --output_dir $(RUNS)/pretrain-tiny --max_steps $(PRETRAIN_STEPS) --eval_steps 50 \
 		--save_steps 200 --resume_from_checkpoint latest --gumbel_schedule paper
 
@@ -56,12 +64,20 @@ codebook: pretrain
 finetune: pretrain
 	$(PYTHON) train_ctc.py --model_name_or_path $(RUNS)/pretrain-tiny --dataset $(CORPUS)/LibriSpeech \
 		--split train-clean --eval_split dev-clean --test_split test-clean --output_dir $(RUNS)/ctc-tiny \
-		--recipe tiny --disable_tqdm true --resume_from_checkpoint latest
+		--recipe tiny --max_steps $(FINETUNE_STEPS) --bf16 $(BF16) --disable_tqdm true --resume_from_checkpoint latest
 
-evaluate: finetune
+# A word 4-gram (Kneser-Ney, hf_wav2vec2.ngram) from the train-clean transcripts, written as the model's labels are;
+# the corpus keeps dev and test sentences out of train-clean.
+lm: $(LM)
+$(LM): | finetune
+	$(PYTHON) -m hf_wav2vec2.ngram --dataset $(CORPUS)/LibriSpeech --split train-clean --model $(RUNS)/ctc-tiny \
+		--order 4 --output $(LM)
+
+# Greedy and LM scores in one file; the LM weights were chosen on dev-clean (README)
+evaluate: lm
 	$(PYTHON) evaluate_ctc.py --model $(RUNS)/ctc-tiny --dataset $(CORPUS)/LibriSpeech --split test-clean \
-		--output_json $(RUNS)/ctc-tiny/test_results.json
+		--kenlm $(LM) --beam_size 200 --lm_weight 1 --word_score 0 --output_json $(RUNS)/ctc-tiny/test_results.json
 
 transcribe: evaluate
-	$(PYTHON) transcribe.py --model $(RUNS)/ctc-tiny \
+	$(PYTHON) transcribe.py --model $(RUNS)/ctc-tiny --kenlm $(LM) --beam_size 200 --lm_weight 1 --word_score 0 \
 		--files $$(find $(CORPUS)/LibriSpeech/test-clean -name '*.flac' | sort | head -1) --timestamps word

@@ -34,12 +34,13 @@ SUBSETS = ("10min", "1h", "all")
 ARMS = ("pretrained", "scratch")
 
 
-def run(command: list[str], log: Path) -> float:
+def run(command: list[str], log: Path, env: dict | None = None) -> float:
     """Run one step with its output in ``log``; returns the wall time in seconds."""
     print("+", " ".join(command), f"> {log}", flush=True)
     start = time.perf_counter()
     with open(log, "a", encoding="utf-8") as handle:
-        subprocess.run(command, check=True, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT)
+        subprocess.run(command, check=True, stdout=handle, stderr=subprocess.STDOUT, cwd=ROOT,
+                       env={**os.environ, **(env or {})})
     return time.perf_counter() - start
 
 
@@ -50,9 +51,11 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--train_utterances", type=int, default=2400, help="train-clean size (~2.1 s each)")
     parser.add_argument("--eval_utterances", type=int, default=150, help="dev-clean and test-clean sizes")
     parser.add_argument("--fold_minutes", type=float, default=10.0, help="a labelled fold (10min); 1h = six folds")
-    parser.add_argument("--pretrain_steps", type=int, default=1000)
-    parser.add_argument("--finetune_steps", type=int, default=600)
+    parser.add_argument("--pretrain_steps", type=int, default=600)
+    parser.add_argument("--finetune_steps", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--bf16", choices=("true", "false"), default="false",
+                        help="bf16 autocast in both stages (make experiment: true where the CPU has native bf16)")
     args = parser.parse_args(argv)
     out, corpus = Path(args.output_dir), Path(args.corpus_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -84,7 +87,8 @@ def main(argv: list[str] | None = None) -> dict:
             "--dev_split", "dev-clean", "--config", "tiny", "--output_dir", str(pretrained),
             "--max_steps", str(args.pretrain_steps), "--eval_steps", str(max(args.pretrain_steps // 10, 1)),
             "--save_steps", str(max(args.pretrain_steps // 4, 1)), "--seed", str(args.seed),
-            "--resume_from_checkpoint", "latest"], out / "pretrain.log")
+            "--resume_from_checkpoint", "latest"], out / "pretrain.log",
+            env={"ACCELERATE_MIXED_PRECISION": "bf16" if args.bf16 == "true" else "no"})
     scratch = out / "scratch-init"
     if not (scratch / "model.safetensors").exists():
         from hf_wav2vec2 import W2V2Config, W2V2ForPreTraining
@@ -115,7 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
                 "--dataset", str(dataset), "--split", split, "--eval_dataset", str(librispeech),
                 "--eval_split", "dev-clean", "--test_split", "test-clean", "--processor_name_or_path",
                 str(processor_dir), "--recipe", "tiny", "--max_steps", str(args.finetune_steps),
-                "--seed", str(args.seed), "--output_dir", str(folder), "--disable_tqdm", "true",
+                "--seed", str(args.seed), "--output_dir", str(folder), "--disable_tqdm", "true", "--bf16", args.bf16,
                 "--resume_from_checkpoint", "latest"], out / f"{name}.log")
             scores = json.loads((folder / "eval_results.json").read_text())["results"]
             dev, test = scores["dev-clean"], scores["test-clean"]

@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output_dir", default="runs/experiment")
     parser.add_argument("--corpus_dir", default="data/experiment_corpus")
-    parser.add_argument("--train_utterances", type=int, default=2400, help="train-clean size (~2.1 s each)")
+    parser.add_argument("--train_utterances", type=int, default=2400,
+                        help="train-clean size (about 2.75 s each: 110 min)")
     parser.add_argument("--eval_utterances", type=int, default=150, help="dev-clean and test-clean sizes")
     parser.add_argument("--fold_minutes", type=float, default=10.0, help="a labelled fold (10min); 1h = six folds")
     parser.add_argument("--pretrain_steps", type=int, default=600)
@@ -87,7 +88,7 @@ def main(argv: list[str] | None = None) -> dict:
             "--dev_split", "dev-clean", "--config", "tiny", "--output_dir", str(pretrained),
             "--max_steps", str(args.pretrain_steps), "--eval_steps", str(max(args.pretrain_steps // 10, 1)),
             "--save_steps", str(max(args.pretrain_steps // 4, 1)), "--seed", str(args.seed),
-            "--resume_from_checkpoint", "latest"], out / "pretrain.log",
+            "--gumbel_schedule", "paper", "--resume_from_checkpoint", "latest"], out / "pretrain.log",
             env={"ACCELERATE_MIXED_PRECISION": "bf16" if args.bf16 == "true" else "no"})
     scratch = out / "scratch-init"
     if not (scratch / "model.safetensors").exists():

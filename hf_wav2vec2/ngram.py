@@ -88,19 +88,20 @@ def kneser_ney(sentences: Iterable[Sequence[str]], order: int = 4) -> list[dict[
     vocabulary = {ngram[0] for ngram in adjusted[0]} | {EOS, UNK}
 
     # per context h of each order: sum of counts, and the interpolation weight gamma(h) = sum of discounts / sum
-    totals, gammas = [], []
+    order_discounts, totals, gammas = [], [], []
     for counts in adjusted:
         d = discounts(counts)
         total, discounted = collections.Counter(), collections.Counter()
         for ngram, count in counts.items():
             total[ngram[:-1]] += count
             discounted[ngram[:-1]] += d[min(count, 3) - 1]
-        totals.append((d, total))
+        order_discounts.append(d)
+        totals.append(total)
         gammas.append({context: discounted[context] / total[context] for context in total})
 
     probabilities: list[dict[tuple[str, ...], float]] = []
     for n, counts in enumerate(adjusted):
-        d, total = totals[n]
+        d, total = order_discounts[n], totals[n]
         lower = probabilities[n - 1] if n else None
         current = {}
         for ngram, count in counts.items():

@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch.nn.utils import get_total_norm
 from torch.utils.data import DataLoader, Dataset
 from transformers import EvalPrediction, Trainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
@@ -144,7 +145,8 @@ class SkipGuard(TrainerCallback, ExportableState):
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         trainer = self.trainer
         grads = [p.grad for p in model.parameters() if p.grad is not None]
-        finite_grad = all(bool(torch.isfinite(g).all()) for g in grads)
+        # the largest |gradient| over all parameters in one fused pass: inf or NaN exactly where some gradient is
+        finite_grad = not grads or bool(torch.isfinite(get_total_norm(grads, norm_type=float("inf"))))
         flags = torch.tensor([self._real_batches, int(not self._finite_loss), int(not finite_grad)],
                              dtype=torch.float64, device=trainer.args.device)
         if trainer.accelerator.num_processes > 1:

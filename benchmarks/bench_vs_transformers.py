@@ -29,8 +29,12 @@ Method:
   transformers out (only with ``--compile``).
 - The header and the footer give the machine's fp32 matmul rate (2048 x 2048, GFLOP/s) at that moment: on a
   shared machine it shows how much of the CPU the workers got.
-- Each (case, dtype, implementation) runs in a fresh subprocess, one after the other: warm-up iterations, then
-  timed iterations; the median is reported as audio-seconds processed per wall-clock second.
+- Each (case, dtype, implementation) runs in its own subprocess: warm-up iterations, then timed iterations; the
+  median is reported as audio-seconds processed per wall-clock second. The implementations of a (case, dtype) run
+  at the same time but take their steps in turns, one computing at a time (ours, theirs, [compiled], then the
+  reverse order, ...): on a shared CPU whose speed moves 20-50% within minutes, running them one after the other
+  let that drift into the ratio (BASE bf16 gave 1.51x and 1.93x on one day). A second ratio, the median over
+  iterations of the per-turn ratio, is printed as a note.
 - Peak memory is the growth above the loaded model (weights + audio) over the warm-up and timed steps, so it
   counts gradients, AdamW state, activations and allocator overhead. CUDA: ``max_memory_allocated`` minus
   ``memory_allocated`` at that point (peak stats reset there). CPU: ``VmHWM`` (peak RSS) minus ``VmRSS``, after
@@ -51,6 +55,7 @@ import json
 import os
 import platform
 import re
+import select
 import statistics
 import subprocess
 import sys
@@ -61,6 +66,8 @@ from dataclasses import dataclass
 import torch
 
 RESULT_MARK = "BENCH_RESULT "
+READY_MARK = "BENCH_READY"
+STEP_MARK = "BENCH_STEP"
 SAMPLE_RATE = 16_000
 SEED = 0
 
@@ -244,7 +251,9 @@ def run_worker(spec: dict) -> dict:
     memory = PeakMemory(device)
     memory.start()
     times, cpu_times, stats, warmup_times = [], [], [], []
+    print(READY_MARK, flush=True)
     for i, x in enumerate(audios):
+        sys.stdin.readline()  # the driver's "go": the implementations of a case take their steps in turn
         sync(device)
         t0, c0 = time.perf_counter(), time.process_time()
         out = step(x)
@@ -256,6 +265,7 @@ def run_worker(spec: dict) -> dict:
             warmup_times.append(time.perf_counter() - t0)
         stats.append({k: float(v) for k, v in out.items()})
         del out
+        print(STEP_MARK, flush=True)
     peak = memory.peak_growth()
 
     median = statistics.median(times)
@@ -274,19 +284,85 @@ def run_worker(spec: dict) -> dict:
 
 
 # ------------------------------------------------------------------------------------------- 5. the driver
-def spawn(spec: dict, timeout: float) -> dict:
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
-    try:
+class Worker:
+    """One (case, dtype, implementation) in its own process (``--worker``), which takes a step each time it is told
+    to: the driver alternates the implementations of a case step by step, so that a change in the machine's speed
+    (this shared CPU moves 20-50% within minutes) reaches all of them alike."""
+
+    def __init__(self, spec: dict):
+        cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(spec)]
         # the same allocator settings for both implementations: what our training scripts run with
         env = {**os.environ, "GLIBC_TUNABLES": os.environ.get("GLIBC_TUNABLES", "glibc.malloc.hugetlb=1")}
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
-    except subprocess.TimeoutExpired:
-        return {"error": f"timed out after {timeout:.0f} s"}
-    for line in proc.stdout.splitlines():
-        if line.startswith(RESULT_MARK):
-            return json.loads(line[len(RESULT_MARK):])
-    tail = (proc.stderr or proc.stdout).strip().splitlines()[-6:]
-    return {"error": f"exit code {proc.returncode}: " + " | ".join(tail)}
+        self.stderr = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env)
+        self.buffer = b""
+
+    def line(self, marker: str, deadline: float) -> str:
+        """The rest of the worker's next stdout line that starts with ``marker``."""
+        while True:
+            while b"\n" in self.buffer:
+                raw, self.buffer = self.buffer.split(b"\n", 1)
+                text = raw.decode(errors="replace")
+                if text.startswith(marker):
+                    return text[len(marker):]
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError
+            if select.select([self.proc.stdout], [], [], remaining)[0]:
+                chunk = os.read(self.proc.stdout.fileno(), 1 << 16)
+                if not chunk:
+                    raise EOFError
+                self.buffer += chunk
+
+    def go(self) -> None:
+        self.proc.stdin.write(b"go\n")
+        self.proc.stdin.flush()
+
+    def error(self, what: str) -> dict:
+        self.proc.kill()
+        self.proc.wait()
+        self.stderr.seek(0)
+        tail = self.stderr.read().decode(errors="replace").strip().splitlines()[-6:]
+        return {"error": f"{what} (exit code {self.proc.returncode}): " + " | ".join(tail)}
+
+
+def run_in_turns(specs: list[dict], timeout: float) -> list[dict]:
+    """Run the workers of one case and dtype together, one step at a time in turns (the order alternates between
+    steps); each result is that worker's, or ``{"error": ...}``. Only one of them computes at any moment."""
+    deadline = time.monotonic() + timeout
+    workers = [Worker(spec) for spec in specs]
+    results: list[dict | None] = [None] * len(workers)
+
+    def attempt(i: int, action):
+        """``action(worker i)``, unless that worker has failed; a failure becomes its result."""
+        if results[i] is not None:
+            return None
+        try:
+            return action(workers[i])
+        except (TimeoutError, EOFError, BrokenPipeError) as error:
+            what = f"timed out after {timeout:.0f} s" if isinstance(error, TimeoutError) else "worker stopped"
+            results[i] = workers[i].error(what)
+            return None
+
+    for i in range(len(workers)):
+        attempt(i, lambda w: w.line(READY_MARK, deadline))
+    steps = specs[0]["warmup"] + specs[0]["iters"]
+    for step in range(steps):
+        order = range(len(workers)) if step % 2 == 0 else reversed(range(len(workers)))
+        for i in order:
+            attempt(i, lambda w: (w.go(), w.line(STEP_MARK, deadline)))
+    for i in range(len(workers)):
+        line = attempt(i, lambda w: w.line(RESULT_MARK, deadline))
+        if line is not None:
+            results[i] = json.loads(line)
+    for worker in workers:  # each has printed its result (or failed): nothing is left to wait for
+        if worker.proc.poll() is None:
+            worker.proc.kill()
+        worker.proc.wait()
+        worker.proc.stdin.close()
+        worker.proc.stdout.close()
+        worker.stderr.close()
+    return results
 
 
 def device_name(device: str) -> str:
@@ -330,7 +406,8 @@ def main(argv=None) -> None:
     parser.add_argument("--warmup", type=int, default=None, help="warm-up iterations (default: per case)")
     parser.add_argument("--only", default="tiny,base,ctc", help="comma-separated subset of: tiny, base, ctc")
     parser.add_argument("--dtype", default="both", choices=("fp32", "bf16", "both"))
-    parser.add_argument("--timeout", type=float, default=900, help="seconds allowed per subprocess")
+    parser.add_argument("--timeout", type=float, default=900,
+                        help="seconds allowed per case and dtype (its implementations run in turns)")
     parser.add_argument("--compile", action="store_true",
                         help="also time ours after model.compile_stages() (torch.compile, inductor)")
     parser.add_argument("--skip_transformers", action="store_true",
@@ -376,7 +453,8 @@ def main(argv=None) -> None:
     if not on_cuda:
         print("CPU ms/step   : median process CPU time (user + system, all threads) of a step; about threads x wall")
         print("                time when the machine is otherwise idle, and less disturbed when it is not")
-    print("isolation     : each (case, dtype, implementation) in a fresh subprocess, run one after the other")
+    print("isolation     : each (case, dtype, implementation) in its own subprocess; those of a (case, dtype) take")
+    print("                their steps in turns (ours, theirs, ..., order alternating), one computing at a time")
     print(flush=True)
 
     # 5.2 measure
@@ -391,11 +469,10 @@ def main(argv=None) -> None:
                 warmup = max(warmup, 1)  # the first step compiles
             iters = args.iters if args.iters is not None else iters
             for dtype in dtypes:
-                for impl in impls:
-                    spec = dict(case=case.name, impl=impl, dtype=dtype, device=args.device, warmup=warmup,
-                                iters=max(iters, 1), weights=folder)
-                    t0 = time.perf_counter()
-                    res = spawn(spec, args.timeout)
+                specs = [dict(case=case.name, impl=impl, dtype=dtype, device=args.device, warmup=warmup,
+                              iters=max(iters, 1), weights=folder) for impl in impls]
+                t0 = time.perf_counter()
+                for impl, res in zip(impls, run_in_turns(specs, args.timeout)):
                     results[case.name, dtype, impl] = res
                     status = res.get("error") or (f"{res['audio_s_per_s']:.2f} audio-s/s, "
                                                   f"{res['median_s'] * 1e3:.0f} ms/step"
@@ -448,8 +525,10 @@ def main(argv=None) -> None:
                              fmt_ratio(mem_ratio), "-", "-"])
                 notes.append(f"{label}: mean |logit| ours {ours['stats']['logit_abs_mean']:.4f} / theirs "
                              f"{theirs['stats']['logit_abs_mean']:.4f} (same weights, same audio)")
-            notes.append(f"{label}: iterations {len(ours['times'])} timed; per-step s ours "
-                         f"{[round(t, 3) for t in ours['times']]} theirs {[round(t, 3) for t in theirs['times']]}")
+            paired = statistics.median(t / o for o, t in zip(ours["times"], theirs["times"]))
+            notes.append(f"{label}: iterations {len(ours['times'])} timed, in turns; per-step s ours "
+                         f"{[round(t, 3) for t in ours['times']]} theirs {[round(t, 3) for t in theirs['times']]}; "
+                         f"median of the per-turn speed ratios {paired:.2f}x")
     first = next((r for r in results.values() if "error" not in r), None)
     print()
     if first:

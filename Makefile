@@ -31,12 +31,12 @@ bench: setup
 	$(PYTHON) benchmarks/bench_vs_transformers.py --compile
 
 # The low-resource comparison: pretrained vs random init, each fine-tuned on 10 min / 1 h / all of the labels
-# (49 min on 2 cores with bf16, README).
+# (about 63 min on 2 cores with bf16, README).
 experiment: setup
 	$(PYTHON) experiments/low_resource.py --output_dir $(RUNS)/experiment --corpus_dir data/experiment_corpus \
 		--bf16 $(BF16)
 
-# The default job: the whole pipeline on the small synthetic corpus, on CPU (about 37 min on 2 cores, README):
+# The default job: the whole pipeline on the small synthetic corpus, on CPU (18-21 min on 2 cores with bf16, README):
 # corpus -> self-supervised pretraining -> codebook analysis (Figure 3) -> CTC fine-tuning -> test-set WER ->
 # transcription of one file.
 default: codebook transcribe

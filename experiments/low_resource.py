@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> dict:
                         help="train-clean size (about 2.75 s each: 110 min)")
     parser.add_argument("--eval_utterances", type=int, default=150, help="dev-clean and test-clean sizes")
     parser.add_argument("--fold_minutes", type=float, default=10.0, help="a labelled fold (10min); 1h = six folds")
-    parser.add_argument("--pretrain_steps", type=int, default=600)
+    parser.add_argument("--pretrain_steps", type=int, default=1000)
     parser.add_argument("--finetune_steps", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--bf16", choices=("true", "false"), default="false",

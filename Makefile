@@ -36,7 +36,7 @@ experiment: setup
 	$(PYTHON) experiments/low_resource.py --output_dir $(RUNS)/experiment --corpus_dir data/experiment_corpus \
 		--bf16 $(BF16)
 
-# The default job: the whole pipeline on the small synthetic corpus, on CPU (18-21 min on 2 cores with bf16, README):
+# The default job: the whole pipeline on the small synthetic corpus, on CPU (18-22 min on 2 cores with bf16, README):
 # corpus -> self-supervised pretraining -> codebook analysis (Figure 3) -> CTC fine-tuning -> test-set WER ->
 # transcription of one file.
 default: codebook transcribe

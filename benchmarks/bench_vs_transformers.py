@@ -4,6 +4,7 @@ Usage:
     make bench        # = python benchmarks/bench_vs_transformers.py --compile (inductor needs a C++ compiler on CPU)
     python benchmarks/bench_vs_transformers.py --only tiny --dtype fp32
     python benchmarks/bench_vs_transformers.py --device cuda --iters 20 --warmup 5
+    python benchmarks/bench_vs_transformers.py --device cuda --only base --dtype bf16   # with MFU on a known GPU
     python benchmarks/bench_vs_transformers.py --only base,ctc --dtype bf16
     python benchmarks/bench_vs_transformers.py --only tiny --dtype fp32 --compile --skip_transformers
 
@@ -19,8 +20,9 @@ Method:
   every field, so transformers reads the same model, dropout and layerdrop included).
 - Train step = forward + backward of the summed loss + ``AdamW.step`` + ``zero_grad``, ``model.train()``, Gumbel
   temperature set to the same value in both. Ours samples its masks and negatives itself (torch, on the device);
-  transformers' step includes ``_compute_mask_indices`` + ``_sample_negative_indices`` (numpy, mask_prob 0.65,
-  mask_length 10) and the copy to the device, as a user of transformers has to do; that time is also shown apart.
+  transformers' step includes ``_compute_mask_indices`` + ``_sample_negative_indices`` (numpy, the config's
+  mask_time_prob and mask_time_length) and the copy to the device, as a user of transformers has to do; that time
+  is also shown apart.
 - Iteration i feeds the same audio (seeded ``torch.randn``) to both models.
 - ``--compile`` adds a third implementation, ours after ``model.compile_stages()`` (torch.compile, inductor, default
   mode: feature encoder, projection, positional conv and blocks compiled; sampling, quantizer and losses eager).
@@ -35,6 +37,11 @@ Method:
   reverse order, ...): on a shared CPU whose speed moves 20-50% within minutes, running them one after the other
   let that drift into the ratio (BASE bf16 gave 1.51x and 1.93x on one day). A second ratio, the median over
   iterations of the per-turn ratio, is printed as a note.
+- Model FLOPs: after the timed steps, each eager worker runs one more step under ``FlopCount`` (the formulas of
+  ``torch.utils.flop_counter``: matmuls, convolutions, attention; forward and backward). Transformers' count is
+  the model's FLOPs for both rows (ours is printed in a note): model TFLOP/s = that count / median step time, and
+  for bf16 on a GPU the model FLOPs utilisation against its dense bf16 peak (``BF16_PEAK_TFLOPS``, or
+  ``--peak_tflops``).
 - Peak memory is the growth above the loaded model (weights + audio) over the warm-up and timed steps, so it
   counts gradients, AdamW state, activations and allocator overhead. CUDA: ``max_memory_allocated`` minus
   ``memory_allocated`` at that point (peak stats reset there). CPU: ``VmHWM`` (peak RSS) minus ``VmRSS``, after
@@ -64,6 +71,8 @@ import time
 from dataclasses import dataclass
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sdpa_flop_count
 
 RESULT_MARK = "BENCH_RESULT "
 READY_MARK = "BENCH_READY"
@@ -95,6 +104,10 @@ CASES = (
     Case("base", "BASE 2x8s train", "train", "base", 2, 8.0, cpu_iters=(1, 3)),
     Case("ctc", "BASE 1x10s CTC infer", "ctc", "base", 1, 10.0, cpu_iters=(1, 5)),
 )
+# Dense bf16 tensor-core peaks (TFLOP/s, NVIDIA's data sheets, without sparsity) by a part of the device name, for
+# model FLOPs utilisation; other devices need --peak_tflops.
+BF16_PEAK_TFLOPS = (("H200", 989.4), ("H100 PCIe", 756.0), ("H100", 989.4), ("A100", 312.0), ("L40S", 362.0),
+                    ("A10G", 70.0))
 # ours / transformers: speed ratio at least this much (dtype -> target); memory ratio at most MEMORY_TARGET.
 SPEED_TARGETS = {("train", "fp32"): 1.3, ("train", "bf16"): 2.0, ("ctc", "fp32"): 1.0}
 MEMORY_TARGET = 0.65
@@ -170,6 +183,32 @@ class PeakMemory:
 def sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+class FlopCount(TorchDispatchMode):
+    """Matmul, convolution and attention FLOPs of the ops run under it, by ``torch.utils.flop_counter``'s formulas.
+    Not its ``FlopCounterMode``: that one's module hooks fail in a backward that calls ``autograd.grad`` (ours do),
+    and its formulas leave out the CPU flash-attention kernels, which are counted here as the CUDA ones are."""
+
+    IN_PLACE = {torch.ops.aten.addmm_: torch.ops.aten.addmm, torch.ops.aten.baddbmm_: torch.ops.aten.baddbmm}
+
+    def __init__(self):
+        super().__init__()
+        self.total = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        packet = func._overloadpacket
+        if packet is torch.ops.aten._scaled_dot_product_flash_attention_for_cpu:
+            self.total += sdpa_flop_count(args[0].shape, args[1].shape, args[2].shape)  # query, key, value
+        elif packet is torch.ops.aten._scaled_dot_product_flash_attention_for_cpu_backward:
+            self.total += sdpa_backward_flop_count(args[0].shape, args[1].shape, args[2].shape, args[3].shape)
+        else:
+            packet = self.IN_PLACE.get(packet, packet)  # x.addmm_(a, b) costs what addmm(x, a, b) does
+            if packet in flop_registry:
+                self.total += flop_registry[packet](*args, **kwargs, out_val=out)
+        return out
 
 
 def make_audio(case: Case, iteration: int, device: str) -> torch.Tensor:
@@ -267,6 +306,11 @@ def run_worker(spec: dict) -> dict:
         del out
         print(STEP_MARK, flush=True)
     peak = memory.peak_growth()
+    flops = None
+    if impl != "ours-compiled":  # compiled code runs outside the dispatcher the counter listens on
+        with FlopCount() as counter:
+            step(audios[0])  # one more step, untimed
+        flops = counter.total
 
     median = statistics.median(times)
     result = dict(
@@ -274,7 +318,7 @@ def run_worker(spec: dict) -> dict:
         compile_s=warmup_times[0] - median if impl == "ours-compiled" else None,
         cpu_s=statistics.median(cpu_times),
         audio_s_per_s=case.audio_seconds / median, peak_mib=peak, param_mib=param_mib,
-        memory_method=memory.method, threads=torch.get_num_threads(),
+        memory_method=memory.method, threads=torch.get_num_threads(), flops=flops,
         attn=getattr(cfg, "_attn_implementation", None),
         stats={k: statistics.mean(s[k] for s in stats) for k in stats[0]},
     )
@@ -387,6 +431,14 @@ def matmul_gflops(device: str, n: int = 2048, repeats: int = 10) -> float:
     return 2 * n**3 * repeats / (time.perf_counter() - t0) / 1e9
 
 
+def bf16_peak_tflops(device: str) -> float | None:
+    """The device's dense bf16 peak from ``BF16_PEAK_TFLOPS``, or None (CPUs, unlisted GPUs)."""
+    if not device.startswith("cuda"):
+        return None
+    name = device_name(device)
+    return next((peak for part, peak in BF16_PEAK_TFLOPS if part in name), None)
+
+
 def fmt_ratio(r: float | None) -> str:
     return "-" if r is None else f"{r:.2f}x"
 
@@ -412,6 +464,9 @@ def main(argv=None) -> None:
                         help="also time ours after model.compile_stages() (torch.compile, inductor)")
     parser.add_argument("--skip_transformers", action="store_true",
                         help="do not run transformers (with --compile: compiled vs eager only)")
+    parser.add_argument("--peak_tflops", type=float, default=None,
+                        help="the device's peak TFLOP/s for the bf16 rows' model FLOPs utilisation (default: dense "
+                             "bf16 tensor-core peak of a known GPU: H100, H200, A100, ...; none on CPU)")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -433,6 +488,7 @@ def main(argv=None) -> None:
                                                                                  else ())
     dtypes = ["fp32", "bf16"] if args.dtype == "both" else [args.dtype]
     on_cuda = args.device.startswith("cuda")
+    peak_tflops = args.peak_tflops or bf16_peak_tflops(args.device)
 
     # 5.1 header
     print("hf_wav2vec2 vs transformers Wav2Vec2 (ours / theirs: speed ratio > 1 is faster, memory ratio < 1 is less)")
@@ -450,6 +506,9 @@ def main(argv=None) -> None:
     print("                backward + AdamW step; transformers' train step includes its numpy mask/negative sampling")
     print("memory        : peak growth above the loaded model during the steps; "
           + ("torch.cuda.max_memory_allocated" if on_cuda else "peak RSS (VmHWM reset via /proc/self/clear_refs)"))
+    print("model FLOPs   : matmul, conv and attention FLOPs of one step (forward + backward for train), counted with")
+    print("                torch.utils.flop_counter's formulas on transformers' model, divided by each step time"
+          + (f"; MFU against a bf16 peak of {peak_tflops:g} TFLOP/s" if peak_tflops else ""))
     if not on_cuda:
         print("CPU ms/step   : median process CPU time (user + system, all threads) of a step; about threads x wall")
         print("                time when the machine is otherwise idle, and less disturbed when it is not")
@@ -505,6 +564,16 @@ def main(argv=None) -> None:
             if not on_cuda:  # process CPU time: less sensitive than wall time to other processes on the machine
                 rows.append([f"{label} [CPU ms/step]", f"{ours['cpu_s'] * 1e3:.0f}", f"{theirs['cpu_s'] * 1e3:.0f}",
                              fmt_ratio(ours["cpu_s"] / theirs["cpu_s"]), "-", "-"])
+            model_flops = theirs.get("flops")  # the same model: the reference implementation's count for both
+            if model_flops:
+                rows.append([f"{label} [model TFLOP/s]", f"{model_flops / ours['median_s'] / 1e12:.3g}",
+                             f"{model_flops / theirs['median_s'] / 1e12:.3g}", "-", "-", "-"])
+                if dtype == "bf16" and peak_tflops:
+                    rows.append([f"{label} [MFU, peak {peak_tflops:g}]",
+                                 f"{model_flops / ours['median_s'] / 1e12 / peak_tflops:.1%}",
+                                 f"{model_flops / theirs['median_s'] / 1e12 / peak_tflops:.1%}", "-", "-", "-"])
+                notes.append(f"{label}: FLOPs of a step (torch.utils.flop_counter's formulas): transformers "
+                             f"{model_flops / 1e9:.1f} G, ours {(ours.get('flops') or 0) / 1e9:.1f} G")
             mem_ratio = ours["peak_mib"] / theirs["peak_mib"] if theirs["peak_mib"] > 0 else None
             if case.kind == "train":
                 met = "-" if mem_ratio is None else ("yes" if mem_ratio <= MEMORY_TARGET else "NO")

@@ -36,7 +36,8 @@ experiment: setup
 	$(PYTHON) experiments/low_resource.py --output_dir $(RUNS)/experiment --corpus_dir data/experiment_corpus \
 		--bf16 $(BF16)
 
-# The default job: the whole pipeline on the small synthetic corpus, on CPU (18-22 min on 2 cores with bf16, README):
+# The default job: the whole pipeline on the small synthetic corpus, on CPU (2 cores, bf16: 19.3 min measured on a slow
+# shared machine, about 14 min estimated on a fast one; README):
 # corpus -> self-supervised pretraining -> codebook analysis (Figure 3) -> CTC fine-tuning -> test-set WER ->
 # transcription of one file.
 default: codebook transcribe

@@ -372,11 +372,16 @@ class W2V2Config(PreTrainedConfig):
 
     @classmethod
     def tiny(cls, **overrides) -> W2V2Config:
-        """Sized to pretrain on 2 CPU cores: the BASE conv geometry (20 ms frames) at 256 channels, 4 x 256 layers."""
+        """Sized to pretrain on 2 CPU cores: the BASE conv geometry (20 ms frames) at 256 channels, 4 x 256 layers.
+
+        Pretraining masks spans of 5 frames, not BASE's 10 (same ``mask_time_prob``): measured on the default corpus
+        (README, "Short runs"), it leaves the chance plateau about 50 updates sooner, and the default job's test
+        WER / CER with the 4-gram went from 23.1 / 13.1 to 18.7 / 11.4. Fine-tuning sets its own span length
+        (``train_ctc.py --mask_time_length``, 10 as in the paper's recipes)."""
         values = dict(
             conv_dim=(256,) * 7, hidden_size=256, num_hidden_layers=4, num_attention_heads=4, intermediate_size=1024,
             num_codevectors_per_group=64, codevector_dim=128, proj_codevector_dim=128, num_conv_pos_embeddings=64,
-            layerdrop=0.0,
+            layerdrop=0.0, mask_time_length=5,
         )
         return cls(**{**values, **overrides})
 

@@ -16,7 +16,7 @@ from conftest import tiny_config, tiny_hf_config
 from datasets import Dataset
 from transformers import TrainerCallback, TrainingArguments, Wav2Vec2ForPreTraining, Wav2Vec2Processor
 
-from hf_wav2vec2 import W2V2ForCTC, W2V2ForPreTraining
+from hf_wav2vec2 import W2V2Config, W2V2ForCTC, W2V2ForPreTraining
 from hf_wav2vec2.corpus import synthesize_corpus
 from hf_wav2vec2.data.batching import MaxTokensBatchSampler
 from hf_wav2vec2.data.ctc import CTCCollator, build_processor, build_vocabulary, ctc_required_frames
@@ -295,6 +295,8 @@ def test_train_ctc_end_to_end(corpus, tmp_path, layout):
     processor = Wav2Vec2Processor.from_pretrained(out)
     assert model.config.vocab_size == len(processor.tokenizer) and model.config.pad_token_id == 0
     assert model.config.model_type == "w2v2"
+    # fine-tuning masks spans of train_ctc.py's --mask_time_length (10, the paper's), whatever pretraining used
+    assert W2V2Config.from_pretrained(start).mask_time_length == 4 and model.config.mask_time_length == 10
     if layout == "ours":  # the output folder is what pipeline("automatic-speech-recognition") takes
         from transformers import pipeline
 

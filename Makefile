@@ -31,7 +31,7 @@ bench: setup
 	$(PYTHON) benchmarks/bench_vs_transformers.py --compile
 
 # The low-resource comparison: pretrained vs random init, each fine-tuned on 10 min / 1 h / all of the labels
-# (about 63 min on 2 cores with bf16, README).
+# (49 min on 2 cores with bf16, measured from nothing; README).
 experiment: setup
 	$(PYTHON) experiments/low_resource.py --output_dir $(RUNS)/experiment --corpus_dir data/experiment_corpus \
 		--bf16 $(BF16)

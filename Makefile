@@ -36,8 +36,8 @@ experiment: setup
 	$(PYTHON) experiments/low_resource.py --output_dir $(RUNS)/experiment --corpus_dir data/experiment_corpus \
 		--bf16 $(BF16)
 
-# The default job: the whole pipeline on the small synthetic corpus, on CPU (2 cores, bf16: 19.3 min measured on a slow
-# shared machine, about 14 min estimated on a fast one; README):
+# The default job: the whole pipeline on the small synthetic corpus, on CPU (2 cores, bf16: 18.6 and 19.3 min measured;
+# about 14 min estimated when the shared machine is fast; README):
 # corpus -> self-supervised pretraining -> codebook analysis (Figure 3) -> CTC fine-tuning -> test-set WER ->
 # transcription of one file.
 default: codebook transcribe

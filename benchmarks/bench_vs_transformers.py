@@ -187,8 +187,9 @@ def sync(device: str) -> None:
 
 class FlopCount(TorchDispatchMode):
     """Matmul, convolution and attention FLOPs of the ops run under it, by ``torch.utils.flop_counter``'s formulas.
-    Not its ``FlopCounterMode``: that one's module hooks fail in a backward that calls ``autograd.grad`` (ours do),
-    and its formulas leave out the CPU flash-attention kernels, which are counted here as the CUDA ones are."""
+    Not its ``FlopCounterMode``: that one's module hooks fail in a backward that calls ``autograd.grad`` (ours do).
+    Its formulas leave out the CPU flash-attention kernels and in-place products (``addmm_``, which our convolutions
+    use); those are counted here as the CUDA kernels and the out-of-place products are."""
 
     IN_PLACE = {torch.ops.aten.addmm_: torch.ops.aten.addmm, torch.ops.aten.baddbmm_: torch.ops.aten.baddbmm}
 

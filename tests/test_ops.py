@@ -229,6 +229,25 @@ def test_dropout_attention_matches_its_formula():
     assert torch.autograd.gradcheck(fixed_mask, small)
 
 
+@pytest.mark.parametrize("budget", [1, 2 * 36, 3 * 36])
+def test_dropout_attention_chunks_change_nothing(monkeypatch, budget):
+    """Chunked over heads (one head; heads within an item; whole items), output and gradients are bit-identical to
+    the whole (B, heads, T, T) computation with the same dropout mask, in bf16 as in training."""
+    q, k, v = (torch.randn(2, 3, 6, 4, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    key_mask = torch.ones(2, 1, 1, 6, dtype=torch.bool)
+    key_mask[1, ..., 4:] = False
+    grad = torch.randn(2, 3, 6, 4, dtype=torch.bfloat16)
+    results = []
+    for elements in (1 << 30, budget):
+        monkeypatch.setattr(ops, "ATTENTION_CHUNK_ELEMENTS", elements)
+        torch.manual_seed(3)
+        out = ops.dropout_attention(q, k, v, key_mask, 0.3)
+        results.append((out, *torch.autograd.grad(out, (q, k, v), grad)))
+    assert len(ops._head_chunks(2, 3, 36)) == {1: 6, 72: 4, 108: 2}[budget]
+    for whole, chunked in zip(*results):
+        assert torch.equal(whole, chunked)
+
+
 def test_dropout_attention_without_dropout_is_sdpa():
     q, k, v = (torch.randn(2, 2, 6, 4) for _ in range(3))
     key_mask = torch.tensor([True] * 6 + [True] * 4 + [False] * 2).view(2, 1, 1, 6)

@@ -6,6 +6,8 @@ CORPUS := data/default_corpus
 RUNS := runs
 PRETRAIN_STEPS ?= 400
 FINETUNE_STEPS ?= 1500
+# seed of both training stages (masks, negatives, dropout, data order, the CTC head's init)
+SEED ?= 0
 LM := $(RUNS)/lm/train-clean-4gram.arpa
 # bf16 autocast where the CPU computes bf16 natively (AVX512-BF16 or AMX; measured 1.6x per pretraining update and
 # 1.5x per fine-tuning update there) or on a GPU that supports it; fp32 elsewhere (emulated bf16 would be slower).
@@ -31,13 +33,13 @@ bench: setup
 	$(PYTHON) benchmarks/bench_vs_transformers.py --compile
 
 # The low-resource comparison: pretrained vs random init, each fine-tuned on 10 min / 1 h / all of the labels
-# (49 min on 2 cores with bf16, measured from nothing; README).
+# (43 min on 2 cores with bf16, measured from nothing; README).
 experiment: setup
 	$(PYTHON) experiments/low_resource.py --output_dir $(RUNS)/experiment --corpus_dir data/experiment_corpus \
 		--bf16 $(BF16)
 
-# The default job: the whole pipeline on the small synthetic corpus, on CPU (2 cores, bf16: 18.6 and 19.3 min measured;
-# about 14 min estimated when the shared machine is fast; README):
+# The default job: the whole pipeline on the small synthetic corpus, on CPU (2 cores, bf16: 14.5 min measured, with the
+# shared machine at 357 GFLOP/s fp32 matmul; slower on a slower day; README):
 # corpus -> self-supervised pretraining -> codebook analysis (Figure 3) -> CTC fine-tuning -> test-set WER ->
 # transcription of one file.
 default: codebook transcribe
@@ -56,7 +58,7 @@ $(CORPUS)/LibriSpeech/corpus.json: | setup
 pretrain: setup corpus
 	ACCELERATE_MIXED_PRECISION=$(if $(filter true,$(BF16)),bf16,no) $(PYTHON) train_pretrain.py --dataset $(CORPUS)/LibriSpeech --split train-clean --dev_split dev-clean \
 		--config tiny --output_dir $(RUNS)/pretrain-tiny --max_steps $(PRETRAIN_STEPS) --eval_steps 50 \
-		--save_steps 200 --resume_from_checkpoint latest --gumbel_schedule paper
+		--save_steps 200 --resume_from_checkpoint latest --gumbel_schedule paper --seed $(SEED)
 
 codebook: pretrain
 	$(PYTHON) -m hf_wav2vec2.analysis.codebook --model $(RUNS)/pretrain-tiny --dataset $(CORPUS)/LibriSpeech \
@@ -65,7 +67,8 @@ codebook: pretrain
 finetune: pretrain
 	$(PYTHON) train_ctc.py --model_name_or_path $(RUNS)/pretrain-tiny --dataset $(CORPUS)/LibriSpeech \
 		--split train-clean --eval_split dev-clean --test_split test-clean --output_dir $(RUNS)/ctc-tiny \
-		--recipe tiny --max_steps $(FINETUNE_STEPS) --bf16 $(BF16) --disable_tqdm true --resume_from_checkpoint latest
+		--recipe tiny --max_steps $(FINETUNE_STEPS) --bf16 $(BF16) --disable_tqdm true --resume_from_checkpoint latest \
+		--seed $(SEED)
 
 # A word 4-gram (Kneser-Ney, hf_wav2vec2.ngram) from the train-clean transcripts, written as the model's labels are;
 # the corpus keeps dev and test sentences out of train-clean.

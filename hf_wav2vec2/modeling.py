@@ -191,7 +191,10 @@ class W2V2PreTrainedModel(PreTrainedModel):
                 init.uniform_(linear.weight, a=-bound, b=bound)
                 init.uniform_(linear.bias, a=-bound, b=bound)
         elif isinstance(module, W2V2Model) and module.masked_spec_embed is not None:
-            init.uniform_(module.masked_spec_embed)
+            if self.config.mask_embedding_init == "zeros":
+                init.zeros_(module.masked_spec_embed)
+            else:
+                init.uniform_(module.masked_spec_embed)
         elif isinstance(module, W2V2ForCTC):
             # fairseq's Linear(): Xavier-uniform weight, zero bias.
             init.xavier_uniform_(module.lm_head.weight)

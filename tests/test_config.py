@@ -22,7 +22,7 @@ FLIPS = {
     "feat_extract_norm": "layer", "feat_extract_activation": "relu", "feature_grad_mult": 0.5,
     "feat_proj_dropout": 0.3, "apply_spec_augment": False, "mask_time_prob": 0.3, "mask_time_length": 2,
     "mask_time_min_masks": 40, "require_same_masks": False, "mask_feature_prob": 0.5, "mask_feature_length": 3,
-    "mask_feature_min_masks": 3, "hidden_size": 48, "num_hidden_layers": 1, "num_attention_heads": 4,
+    "mask_feature_min_masks": 3, "mask_embedding_init": "zeros", "hidden_size": 48, "num_hidden_layers": 1, "num_attention_heads": 4,
     "intermediate_size": 48, "hidden_act": "relu", "do_stable_layer_norm": True, "num_conv_pos_embeddings": 8,
     "num_conv_pos_embedding_groups": 4, "hidden_dropout": 0.3, "attention_dropout": 0.3,
     "activation_dropout": 0.3, "layerdrop": 1.0, "layer_norm_eps": 0.5, "initializer_range": 0.5,

@@ -97,6 +97,15 @@ def test_bad_input_raises_clear_errors():
         W2V2ForCTC(tiny_config())(torch.randn(1, 4000), labelz=torch.tensor([[1]]))  # a misspelt argument
 
 
+def test_mask_embedding_starts_as_configured():
+    # fairseq's mask_emb is U[0, 1) in every channel; "zeros" starts it at the origin (the tiny preset)
+    paper = W2V2ForPreTraining(tiny_config()).wav2vec2.masked_spec_embed
+    assert paper.min() >= 0 and paper.max() < 1 and paper.std() > 0.2
+    zeros = W2V2ForPreTraining(tiny_config(mask_embedding_init="zeros")).wav2vec2.masked_spec_embed
+    assert zeros.requires_grad and torch.equal(zeros, torch.zeros_like(zeros))
+    assert W2V2Config.tiny().mask_embedding_init == "zeros" and W2V2Config.base().mask_embedding_init == "uniform"
+
+
 def test_inconsistent_config_raises():
     with pytest.raises(ValueError, match="conv_dim.*conv_kernel"):
         W2V2Config(conv_dim=(512, 512), conv_kernel=(10, 3, 3), conv_stride=(5, 2, 2))
@@ -108,6 +117,8 @@ def test_inconsistent_config_raises():
         W2V2Config(feat_extract_norm="batch")
     with pytest.raises(ValueError, match="mask_time_prob"):
         W2V2Config(mask_time_prob=1.5)
+    with pytest.raises(ValueError, match="mask_embedding_init must be 'uniform' or 'zeros', got 'normal'"):
+        W2V2Config(mask_embedding_init="normal")
     with pytest.raises(ValueError, match="unknown preset"):
         W2V2Config.from_preset("huge")
 

@@ -208,7 +208,8 @@ def test_real_recordings_of_every_format(folder):
         assert [chunk["text"] for chunk in out["chunks"]] == out["text"].split()
         check_timestamps(out["chunks"], duration)
         frames = (round(duration * 16000) - 400) // 320 + 1
-        assert len(out["text"].replace(" ", "")) <= frames  # at most one letter per frame
+        # at most one token per frame (a random model may emit [UNK], one token of five characters)
+        assert len(out["text"].replace("[UNK]", "?").replace(" ", "")) <= frames
 
 
 def test_inputs_longer_than_max_duration_are_chunked_unless_the_caller_chose(frame_local_folder, long_file):

@@ -65,8 +65,8 @@ PRETRAINING_RECIPES = {
     # Tiny preset on the default corpus (README, "Short runs: the chance plateau"). 48 s per update, measured against
     # 16 s: 16 s leaves the chance plateau in half the wall time but learns less per second after it, and fine-tunes
     # worse after 400 updates (test WER 73% against 64%); 8 s does not leave the plateau within 250 updates. LR 1e-3,
-    # measured against 5e-4 and 2e-3 (with the preset's 5-frame masks): it leaves chance by update 80 (5e-4: about
-    # 100; 2e-3: not by 80), and `make default` fine-tunes to test CER 9.7% against 11.4% (4-gram).
+    # measured against 5e-4 and 2e-3 (with the then preset's 5-frame masks): it leaves chance by update 80 (5e-4:
+    # about 100; 2e-3: not by 80), and `make default` fine-tuned to test CER 9.7% against 11.4% (4-gram).
     "tiny": PretrainingRecipe(learning_rate=1e-3, max_tokens=48 * SAMPLING_RATE),
 }
 

@@ -38,8 +38,8 @@ experiment: setup
 	$(PYTHON) experiments/low_resource.py --output_dir $(RUNS)/experiment --corpus_dir data/experiment_corpus \
 		--bf16 $(BF16)
 
-# The default job: the whole pipeline on the small synthetic corpus, on CPU (2 cores, bf16: 14.5 min measured, with the
-# shared machine at 357 GFLOP/s fp32 matmul; slower on a slower day; README):
+# The default job: the whole pipeline on the small synthetic corpus, on CPU (2 cores, bf16: 14.5 min measured with the
+# shared machine at 357 GFLOP/s fp32 matmul, 18.1 min with SEED=1 as it slowed to 223; README):
 # corpus -> self-supervised pretraining -> codebook analysis (Figure 3) -> CTC fine-tuning -> test-set WER ->
 # transcription of one file.
 default: codebook transcribe

@@ -99,6 +99,7 @@ def test_bad_input_raises_clear_errors():
 
 def test_mask_embedding_starts_as_configured():
     # fairseq's mask_emb is U[0, 1) in every channel; "zeros" starts it at the origin (the tiny preset)
+    torch.manual_seed(0)
     paper = W2V2ForPreTraining(tiny_config()).wav2vec2.masked_spec_embed
     assert paper.min() >= 0 and paper.max() < 1 and paper.std() > 0.2
     zeros = W2V2ForPreTraining(tiny_config(mask_embedding_init="zeros")).wav2vec2.masked_spec_embed

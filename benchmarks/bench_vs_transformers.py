@@ -18,7 +18,8 @@ Method:
 - Weights: ours is built once per model (seed 0) and ``save_pretrained`` to a temporary folder; both
   ``hf_wav2vec2`` and ``transformers.Wav2Vec2For*`` load that folder with ``from_pretrained`` (our config writes
   every field, so transformers reads the same model, dropout and layerdrop included).
-- Train step = forward + backward of the summed loss + ``AdamW.step`` + ``zero_grad``, ``model.train()``, Gumbel
+- Train step = forward + backward of the summed loss + ``AdamW.step`` (fused, in both: ``train_pretrain.py``'s
+  optimizer and the Trainer's default) + ``zero_grad``, ``model.train()``, Gumbel
   temperature set to the same value in both. Ours samples its masks and negatives itself (torch, on the device);
   transformers' step includes ``_compute_mask_indices`` + ``_sample_negative_indices`` (numpy, the config's
   mask_time_prob and mask_time_length) and the copy to the device, as a user of transformers has to do; that time
@@ -254,7 +255,8 @@ def run_worker(spec: dict) -> dict:
     else:
         model.train()
         model.set_gumbel_temperature(cfg.gumbel_temperature_start)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+        # fused in both: train_pretrain.py's optimizer and the Trainer's default (adamw_torch_fused)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5, fused=True)
         if impl != "transformers":
             generator = torch.Generator(device).manual_seed(SEED)
 

@@ -14,6 +14,7 @@ from accelerate.state import AcceleratorState
 from conftest import tiny_config
 
 from hf_wav2vec2 import W2V2ForPreTraining
+from hf_wav2vec2.training import adamw
 from hf_wav2vec2.training.pretraining import PretrainingState, mask_generator, pretraining_update
 
 INIT_SCALE = 2.0**12
@@ -36,6 +37,9 @@ def _setup(mixed_precision="no", scaler=False, optimizer="adamw"):
     model = W2V2ForPreTraining(tiny_config())
     if optimizer == "sgd":
         optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    elif optimizer == "fused":  # train_pretrain.py's
+        optimizer = adamw(model, 1e-3, (0.9, 0.999), 1e-8, 0.01)
+        assert optimizer.defaults["fused"]
     else:
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
@@ -56,8 +60,10 @@ def _adam_steps(optimizer):
     return {int(s["step"]) for s in optimizer.optimizer.state.values()}
 
 
-def test_fp16_overflow_is_skipped_by_the_grad_scaler_which_halves_its_scale_and_goes_on():
-    accelerator, model, optimizer, scheduler = _setup("fp16", scaler=True)
+@pytest.mark.parametrize("optimizer_kind", ["adamw", "fused"])
+def test_fp16_overflow_is_skipped_by_the_grad_scaler_which_halves_its_scale_and_goes_on(optimizer_kind):
+    # "fused": the scaler hands the fused kernel its inf check instead of skipping optimizer.step() itself
+    accelerator, model, optimizer, scheduler = _setup("fp16", scaler=True, optimizer=optimizer_kind)
     scaler, state = accelerator.scaler, PretrainingState()
     inf_gradient, nan_output = [], []
     # an fp16 overflow: one parameter's gradient becomes inf (the loss stays finite)

@@ -65,7 +65,7 @@ from hf_wav2vec2.hub import (
     push_hub_folder,
     save_hub_folder,
 )
-from hf_wav2vec2.training import choose_pretraining_recipe, parameter_groups, polynomial_decay_lr_lambda
+from hf_wav2vec2.training import adamw, choose_pretraining_recipe, polynomial_decay_lr_lambda
 from hf_wav2vec2.training.allocator import use_huge_pages
 from hf_wav2vec2.training.checkpoints import check_output_dir
 from hf_wav2vec2.training.pretraining import (
@@ -254,8 +254,7 @@ def main():
         model.compile_stages(backend=args.torch_compile_backend or "inductor", mode=args.torch_compile_mode)
 
     # 3. optimisation: Adam (0.9, 0.98), eps 1e-6, decoupled weight decay 0.01, warm-up then linear decay
-    optimizer = torch.optim.AdamW(parameter_groups(model, args.weight_decay), lr=learning_rate,
-                                  betas=(args.adam_beta1, args.adam_beta2), eps=args.adam_epsilon)
+    optimizer = adamw(model, learning_rate, (args.adam_beta1, args.adam_beta2), args.adam_epsilon, args.weight_decay)
     schedule = polynomial_decay_lr_lambda(int(args.warmup_ratio * args.max_steps), args.max_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     model, optimizer, train_loader, scheduler = accelerator.prepare(model, optimizer, train_loader, scheduler)

@@ -1,8 +1,23 @@
-"""Optimizer parameter groups for pretraining: which parameters get weight decay."""
+"""The pretraining optimizer: AdamW, fused where torch has the kernel, and which parameters get weight decay."""
 
 from __future__ import annotations
 
+import torch
 from torch import nn
+
+# Devices with torch's fused AdamW kernel (one pass over all parameters instead of a dozen per tensor): BASE's 95 M
+# parameters on 2 CPU cores take 70 ms per step against 218 ms for the default per-tensor loop. The Trainer's
+# default optimizer (``adamw_torch_fused``) is the same kernel, so fine-tuning already uses it.
+FUSED_DEVICES = ("cpu", "cuda")
+
+
+def adamw(model: nn.Module, lr: float, betas: tuple[float, float], eps: float, weight_decay: float
+          ) -> torch.optim.AdamW:
+    """``torch.optim.AdamW`` over :func:`parameter_groups`, fused when every parameter is on a device in
+    ``FUSED_DEVICES`` (same update; under fp16 the GradScaler hands the fused kernel its inf check, which skips
+    the whole update as the per-tensor loop would)."""
+    fused = all(p.device.type in FUSED_DEVICES for p in model.parameters()) or None
+    return torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr, betas=betas, eps=eps, fused=fused)
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:

@@ -159,9 +159,12 @@ def pretraining_update(accelerator, model, optimizer, scheduler, batches, state:
     grad_norm = float(accelerator.clip_grad_norm_(params, max_grad_norm if max_grad_norm else float("inf")))
     if scaler is not None:
         # The scaler found any inf/NaN gradient while unscaling; its step skips such an update and its update()
-        # backs the scale off. Both must run after every unscale_, so the step is never skipped here.
+        # backs the scale off. Both must run after every unscale_, so the step is never skipped here. Whether it
+        # skipped is read off the scale (halved only on an overflow): Accelerate's optimizer_step_was_skipped
+        # misses a fused optimizer's skip, which happens inside the kernel that the scaler hands its inf check to.
+        scale = scaler.get_scale()
         optimizer.step()
-        applied = not accelerator.optimizer_step_was_skipped
+        applied = scaler.get_scale() >= scale
     else:
         applied = math.isfinite(totals["loss"]) and math.isfinite(grad_norm)
         if applied:

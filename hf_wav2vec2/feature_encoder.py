@@ -14,7 +14,14 @@ from torch import nn
 from transformers.activations import ACT2FN
 
 from .configuration import W2V2Config
-from .ops import Dropout, activate_then_conv, conv1d_channels_last, grad_multiply, group_norm_channels_last
+from .ops import (
+    Dropout,
+    activate_then_conv,
+    conv1d_channels_last,
+    conv_group_norm,
+    grad_multiply,
+    group_norm_channels_last,
+)
 
 
 def num_frames(num_samples: int | torch.Tensor, conv_kernel: Sequence[int], conv_stride: Sequence[int]):
@@ -75,7 +82,10 @@ class ConvLayer(nn.Module):
         return self.activation(x)
 
     def conv_then_activate(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
-        """The whole layer, ``activate(conv(x), valid)``: (B, L, C_in) -> (B, L', C_out)."""
+        """The whole layer, ``activate(conv(x), valid)``: (B, L, C_in) -> (B, L', C_out). A group norm takes its
+        statistics from the convolution's inputs (``ops.conv_group_norm``)."""
+        if self.norm == "group":
+            return self.activation(conv_group_norm(x, self.conv, self.layer_norm, valid))
         return self.activate(conv1d_channels_last(x, self.conv), valid)
 
     def norm_parameters(self) -> tuple[torch.Tensor, ...]:
@@ -137,10 +147,10 @@ class FeatureEncoder(nn.Module):
                 x = activate_then_conv(x, first.conv_then_activate, layers[1].conv, first_valid,
                                        (*first.conv.parameters(), *first.norm_parameters()),
                                        item_elements=first.conv.out_channels * frames)
+            elif len(layers) > 1:  # without gradients nothing is recomputed: the plain stack
+                x = conv1d_channels_last(layers[0].conv_then_activate(x, first_valid), layers[1].conv)
             else:
                 x = conv1d_channels_last(x, layers[0].conv)
-                if len(layers) > 1:
-                    x = activate_then_conv(x, layers[0].activate, layers[1].conv, first_valid)
             for i in range(2, len(layers)):
                 prev = layers[i - 1]
                 x = activate_then_conv(x, prev.activate, layers[i].conv, None, prev.norm_parameters())

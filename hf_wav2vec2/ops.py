@@ -9,7 +9,8 @@ Under ``torch.compile`` (``W2V2PreTrainedModel.compile_stages``) every kernel tr
 code); ``activate_then_conv`` and ``activate_then_linear``, whose backward passes call ``torch.autograd.grad``,
 become their plain expressions there, and the compiler's partitioner chooses what to keep for the backward pass and
 what to recompute, for the whole graph (inductor's min-cut partitioner recomputes cheap elementwise work);
-``conv1d_channels_last`` and ``group_norm_channels_last`` become ``F.conv1d`` and their forward formula.
+``conv1d_channels_last``, ``group_norm_channels_last`` and ``conv_group_norm`` become ``F.conv1d`` and their forward
+formula.
 
 - :func:`grad_multiply`: identity forward, scaled gradient (fairseq ``GradMultiply``, ``feature_grad_mult``).
 - :func:`activate_then_conv`: ``conv(activate(x))`` keeping only ``x`` (the feature encoder, one tensor per layer).
@@ -19,6 +20,8 @@ what to recompute, for the whole graph (inductor's min-cut partitioner recompute
 - :func:`dropout` (and the module :class:`Dropout`): dropout whose CPU mask costs a tenth of torch's.
 - :func:`conv1d_channels_last`, :func:`group_norm_channels_last`: the feature encoder's convolution and group norm on
   (B, L, C) tensors, as matrix products and with a one-formula backward pass.
+- :func:`conv_group_norm`: the first layer's convolution and group norm in one, its statistics from the 10-sample
+  windows' covariance (no pass over the 512-channel output for them), its backward pass one small product.
 """
 
 from __future__ import annotations
@@ -65,11 +68,15 @@ def conv1d_channels_last(x: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
     ``conv(x.transpose(1, 2)).transpose(1, 2)``. ``conv`` is unpadded, ungrouped and undilated (the feature
     encoder's).
 
-    On CPU it is matrix products: output frame t is ``sum_j x[s t + j] @ W_j`` over the kernel taps j, and
-    ``x[s t + j]`` for all t is a view of x with rows s x C_in apart, which the matrix product reads in place. That
-    replaces oneDNN's convolution, whose layout reorders cost more than its arithmetic. BASE, 2 x 8 s, the second
-    layer (512 -> 512, kernel 3, stride 2), forward / backward: bf16 56 / 162 ms against 199 / 388 ms, fp32 143 / 376
-    against 273 / 886 ms; the first layer (kernel 10, one channel) bf16 23 / 16 against 152 / 72 ms. Under autocast
+    On CPU it is matrix products: output frame t is ``sum_j x[s t + j] @ W_j`` over the kernel taps j. Taken s
+    taps at a time, ``x[s t + m s .. s t + m s + s - 1]`` is one contiguous run of x, so for all t it is a view with
+    rows s x C_in apart that a matrix product with K = s C_in reads in place: ceil(k / s) products (kernel 3, stride
+    2: two, K = 1024 and 512; the last layers, kernel 2: one) instead of one per tap. That replaces oneDNN's
+    convolution, whose layout reorders cost more than its arithmetic. BASE, 2 x 8 s, the second layer (512 -> 512,
+    kernel 3, stride 2), forward / backward, one product per tap: bf16 56 / 162 ms against 199 / 388 ms, fp32 143 /
+    376 against 273 / 886 ms; the first layer (kernel 10, one channel) bf16 23 / 16 against 152 / 72 ms. Per block
+    instead of per tap, the whole bf16 feature encoder, forward and backward, took 571-627 ms against 647-665 in
+    the fastest three of 20 turns each (medians equal, 886 and 890: a noisy machine). Under autocast
     it computes in the autocast dtype, as the convolution would. Elsewhere (GPU) and under ``torch.compile`` it is
     ``F.conv1d`` on the transposed view.
     """
@@ -94,10 +101,30 @@ def _taps(x: torch.Tensor, kernel: int, stride: int, frames: int) -> list[torch.
             for j in range(kernel)]
 
 
+def _tap_blocks(x: torch.Tensor, kernel: int, stride: int, frames: int) -> list[tuple[int, int, torch.Tensor]]:
+    """x (B, L, C) contiguous -> (first tap, taps, view) per block of ``stride`` consecutive taps: block m holds taps
+    j = m s .. m s + r - 1 (r = s but for a shorter last block), and its view (B, frames, r C) has row t = the r
+    input rows s t + m s .., one contiguous run of x; rows are s C apart, at least a row long, so a matrix product
+    reads the view in place. Output frame t is sum_m view_m[t] @ W_m, W_m the block's taps stacked (r C, C_out)."""
+    b, length, c = x.shape
+    blocks = []
+    for first in range(0, kernel, stride):
+        taps = min(stride, kernel - first)
+        view = x.as_strided((b, frames, taps * c), (length * c, stride * c, 1), x.storage_offset() + first * c)
+        blocks.append((first, taps, view))
+    return blocks
+
+
 def _windows(x: torch.Tensor, kernel: int, stride: int, frames: int) -> torch.Tensor:
     """x (B, L, C) contiguous -> (B, frames, kernel x C) copy of each output frame's input window (tap-major)."""
     b, length, c = x.shape
     return x.as_strided((b, frames, kernel * c), (length * c, stride * c, 1)).contiguous()
+
+
+def _stacked_taps(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Conv weight (C_out, C_in, k) -> (k C_in, C_out) in ``dtype``: row j C_in + c is W[:, c, j]."""
+    out_channels, in_channels, kernel = weight.shape
+    return weight.to(dtype).permute(2, 1, 0).reshape(kernel * in_channels, out_channels)
 
 
 def _conv_forward(x, weight, bias, stride):
@@ -116,16 +143,17 @@ def _conv_forward(x, weight, bias, stride):
             cols = _windows(x, kernel, stride, frames).view(-1, kernel * in_channels)
             y = cols @ w.T if bias is None else torch.addmm(bias, cols, w.T)
             return y.view(b, frames, out_channels)
-        w = weight.to(dtype).permute(2, 1, 0).contiguous()  # (k, C_in, O): W_j = w[j]
+        w = _stacked_taps(weight, dtype)
         y = x.new_empty((b, frames, out_channels))
-        taps = _taps(x, kernel, stride, frames)
-        for i in range(b):
-            if bias is None:
-                torch.mm(taps[0][i], w[0], out=y[i])
-            else:
-                torch.addmm(bias, taps[0][i], w[0], out=y[i])
-            for j in range(1, kernel):
-                y[i].addmm_(taps[j][i], w[j])
+        for first, taps, view in _tap_blocks(x, kernel, stride, frames):
+            w_block = w[first * in_channels:(first + taps) * in_channels]
+            for i in range(b):
+                if first > 0:
+                    y[i].addmm_(view[i], w_block)
+                elif bias is None:
+                    torch.mm(view[i], w_block, out=y[i])
+                else:
+                    torch.addmm(bias, view[i], w_block, out=y[i])
         return y
 
 
@@ -161,22 +189,32 @@ def _conv_backward(grad_y, x, weight, has_bias, stride, needs):
                 for j, tap in enumerate(_taps(grad_x, kernel, stride, frames)):
                     tap.add_(grad_cols[:, :, j])
             return grad_x, grad_w, grad_b
-        taps = _taps(x, kernel, stride, frames)
-        if need_w:
-            grad_w = torch.zeros((kernel, out_channels, in_channels), dtype=acc, device=x.device)
-            for j in range(kernel):
+        if need_w:  # the rows of block m: sum over items of view_m^T @ dY
+            grad_w = torch.empty((kernel * in_channels, out_channels), dtype=acc, device=x.device)
+            for first, taps, view in _tap_blocks(x, kernel, stride, frames):
+                rows = grad_w[first * in_channels:(first + taps) * in_channels]
                 for i in range(b):
                     if dtype == acc:
-                        grad_w[j].addmm_(grad_y[i].T, taps[j][i])
+                        torch.addmm(rows, view[i].T, grad_y[i], beta=int(i > 0), out=rows)
+                    elif i == 0:
+                        rows.copy_(view[i].T @ grad_y[i])
                     else:
-                        grad_w[j].add_(grad_y[i].T @ taps[j][i])
-            grad_w = grad_w.permute(1, 2, 0)
-        if need_x:
-            w = weight.to(dtype).permute(2, 0, 1).contiguous()  # (k, O, C_in)
-            grad_x = torch.zeros_like(x)
-            for j, tap in enumerate(_taps(grad_x, kernel, stride, frames)):
+                        rows.add_(view[i].T @ grad_y[i])
+            grad_w = grad_w.view(kernel, in_channels, out_channels).permute(2, 1, 0)
+        if need_x:  # block m's rows of dX get dY @ W_m^T; block 0 covers the first s (frames - 1) + s rows
+            w = _stacked_taps(weight, dtype)
+            grad_x = torch.empty_like(x)
+            if kernel < stride:  # rows between the windows get nothing
+                grad_x.zero_()
+            else:
+                grad_x[:, stride * frames:].zero_()
+            for first, taps, view in _tap_blocks(grad_x, kernel, stride, frames):
+                w_block_t = w[first * in_channels:(first + taps) * in_channels].T
                 for i in range(b):
-                    tap[i].addmm_(grad_y[i], w[j])
+                    if first == 0:
+                        torch.mm(grad_y[i], w_block_t, out=view[i])
+                    else:
+                        view[i].addmm_(grad_y[i], w_block_t)
         return grad_x, grad_w, grad_b
 
 
@@ -302,6 +340,103 @@ class _GroupNormChannelsLast(torch.autograd.Function):
                 correction.mul_(valid[:, t, None])
             grad_x[:, t] = torch.mul(grad_y[:, t].to(acc), scale).sub_(correction)
         return grad_x, grad_w, grad_b, None, None
+
+
+# ------------------------------------------------------------------------------------------- conv_group_norm
+# conv_group_norm's backward pass reads the output gradient in fp32 over time chunks of at most this many elements.
+_CONV_NORM_CHUNK_ELEMENTS = 1 << 20
+
+
+def conv_group_norm(x: torch.Tensor, conv: nn.Conv1d, norm: nn.GroupNorm, valid: torch.Tensor | None = None
+                    ) -> torch.Tensor:
+    """``group_norm_channels_last(conv1d_channels_last(x, conv), norm.weight, norm.bias, norm.eps, valid)`` for a
+    convolution with few inputs per frame (the feature encoder's first layer: one channel, kernel 10), by way of the
+    convolution's inputs. x: (B, L, C_in) channels-last; valid: (B, L') bool real frames or None. (B, L', C_out).
+
+    The conv output h_t = W a_t is linear in the frame's window a_t (k C_in values), so its statistics over time come
+    from the windows' own: mean_c = W_c . m and var_c = W_c^T S W_c, with m and S the mean and the (k C_in) x (k C_in)
+    covariance of the windows (over the valid frames). The normalised output is then one matrix product of the
+    centred windows with the weights scaled by gamma / std, plus beta: no pass over the (L', C_out) output for its
+    statistics and none for normalising it. The backward pass is as short: with dY the output's gradient, Q = sum_t
+    (a_t - m) dY_t^T (one (k C_in) x C_out product, fp32) gives dgamma_c = r_c W_c . Q_c, dbeta_c = sum_t dY_tc and
+    dW_c = gamma_c r_c (Q_c - r_c^2 (W_c . Q_c) S W_c), r the inverse std (the statistics' dependence on W included).
+    The convolution's bias, which the norm subtracts again, gets a zero gradient. Statistics and both formulas in
+    fp32 at least; under autocast the output product is bf16 with fp32 accumulation, as the convolution's.
+
+    Used on CPU, with gradients for the weights only (the audio needs none) and k C_in <= ``_WINDOW_COPY_MAX``;
+    elsewhere, and under ``torch.compile``, it is the two-op expression.
+    """
+    weight = conv.weight
+    out_channels, in_channels, kernel = weight.shape
+    if (x.device.type != "cpu" or torch.compiler.is_compiling() or in_channels * kernel > _WINDOW_COPY_MAX
+            or (torch.is_grad_enabled() and x.requires_grad)):
+        return group_norm_channels_last(conv1d_channels_last(x, conv), norm.weight, norm.bias, norm.eps, valid)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (weight, norm.weight, norm.bias)):
+        bias = conv.bias if conv.bias is not None else weight.new_zeros(())
+        return _ConvGroupNorm.apply(x, weight, bias, norm.weight, norm.bias, norm.eps, valid, conv.stride[0])
+    return _conv_group_norm_forward(x, weight, norm.weight, norm.bias, norm.eps, valid, conv.stride[0])[0]
+
+
+def _conv_group_norm_forward(x, weight, gamma, beta, eps, valid, stride):
+    """(output, centred windows (B, L', k C_in), window covariance (B, kC, kC), inverse std (B, 1, C_out), tap-major
+    weight (C_out, kC)), all but the output in fp32 at least."""
+    out_channels, in_channels, kernel = weight.shape
+    dtype = _compute_dtype(x, weight)
+    acc = torch.promote_types(torch.promote_types(x.dtype, weight.dtype), torch.float32)
+    with torch.autocast("cpu", enabled=False):
+        b, length, _ = x.shape
+        frames = (length - kernel) // stride + 1
+        cols = _windows(x.to(acc).contiguous(), kernel, stride, frames)  # (B, L', kC)
+        cov = cols.new_empty((b, kernel * in_channels, kernel * in_channels))
+        for i in range(b):  # over the item's real frames only, as the same item alone: equal bit for bit
+            real = cols[i] if valid is None else cols[i][valid[i]]
+            count = max(real.shape[0], 1)
+            mean = real.sum(0) / count
+            real = real - mean
+            cov[i] = real.T @ real / count
+            cols[i] -= mean
+        w = weight.to(acc).permute(0, 2, 1).reshape(out_channels, kernel * in_channels)  # tap-major, as the windows
+        var = ((w @ cov) * w).sum(-1).clamp_min(0.0)  # (B, C_out): W_c^T S W_c
+        inv_std = torch.rsqrt(var + eps)[:, None, :]  # (B, 1, C_out)
+        scaled = w * (inv_std * gamma.to(acc)).transpose(1, 2)  # (B, C_out, kC)
+        y = torch.empty((b, frames, out_channels), dtype=dtype, device=x.device)
+        scaled_t, shift = scaled.transpose(1, 2), beta.to(acc).expand(b, 1, out_channels)
+        step = max(1, _CONV_NORM_CHUNK_ELEMENTS // max(1, b * out_channels))
+        for t in range(0, frames, step):  # the product in fp32, rounded once into y, chunk by chunk in cache
+            y[:, t:t + step] = torch.baddbmm(shift, cols[:, t:t + step], scaled_t)
+    return y, cols, cov, inv_std, w
+
+
+class _ConvGroupNorm(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, gamma, beta, eps, valid, stride):
+        y, cols, cov, inv_std, w = _conv_group_norm_forward(x, weight, gamma, beta, eps, valid, stride)
+        ctx.save_for_backward(cols, cov, inv_std, w, weight, bias, gamma, beta)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        cols, cov, inv_std, w, weight, bias, gamma, beta = ctx.saved_tensors
+        acc = cols.dtype
+        out_channels, in_channels, kernel = weight.shape
+        with torch.autocast("cpu", enabled=False):
+            # Q = sum_t (a_t - m) dY_t^T (B, kC, C_out) and sum_t dY_t, in fp32 over time chunks of dY
+            q = cols.new_zeros((cols.shape[0], cols.shape[2], out_channels))
+            grad_beta = cols.new_zeros(out_channels)
+            step = max(1, _CONV_NORM_CHUNK_ELEMENTS // max(1, grad_y.shape[0] * out_channels))
+            for t in range(0, grad_y.shape[1], step):
+                dy = grad_y[:, t:t + step].to(acc)
+                q.baddbmm_(cols[:, t:t + step].transpose(1, 2), dy)
+                grad_beta += dy.sum((0, 1))
+            r = inv_std.transpose(1, 2)  # (B, C_out, 1)
+            w_dot_q = (w * q.transpose(1, 2)).sum(-1, keepdim=True)  # (B, C_out, 1): W_c . Q_c
+            grad_gamma = (r * w_dot_q).sum((0, 2))
+            g = gamma.to(acc)[None, :, None]
+            grad_w = (g * r * (q.transpose(1, 2) - r.square() * w_dot_q * (w @ cov))).sum(0)  # (C_out, kC)
+            grad_w = grad_w.view(out_channels, kernel, in_channels).permute(0, 2, 1)
+        grad_bias = torch.zeros_like(bias) if ctx.needs_input_grad[2] else None
+        return (None, grad_w.to(weight.dtype), grad_bias, grad_gamma.to(gamma.dtype), grad_beta.to(beta.dtype), None,
+                None, None)
 
 
 # ------------------------------------------------------------------------------------------ activate_then_conv

@@ -20,11 +20,13 @@ def _conv(conv, x):
 
 
 @pytest.mark.parametrize("in_channels,kernel,stride,length", [(1, 10, 5, 403), (6, 3, 2, 21), (6, 3, 2, 22),
-                                                               (12, 2, 2, 17), (7, 4, 3, 30)])
+                                                               (12, 2, 2, 17), (7, 4, 3, 30), (40, 4, 3, 31),
+                                                               (40, 2, 3, 31)])
 @pytest.mark.parametrize("bias", [False, True])
 def test_conv1d_channels_last_equals_torch_conv(in_channels, kernel, stride, length, bias):
-    """Both CPU paths (windows copied into one matrix for few inputs per frame; one matrix product per tap above):
-    output and gradients for input, weight and bias equal nn.Conv1d's, with and without gradients; odd lengths."""
+    """Both CPU paths (windows copied into one matrix for few inputs per frame; above, one matrix product per block
+    of ``stride`` taps, a shorter last block, and a kernel shorter than the stride, whose windows leave gaps): output
+    and gradients for input, weight and bias equal nn.Conv1d's, with and without gradients; odd lengths."""
     torch.manual_seed(0)
     conv = nn.Conv1d(in_channels, 5, kernel, stride=stride, bias=bias).double()
     x = torch.randn(3, length, in_channels, dtype=torch.float64, requires_grad=True)
@@ -165,6 +167,73 @@ def test_feature_encoder_recomputing_its_first_layer_equals_the_plain_stack(norm
     weights = torch.randn_like(ref)
     for a, b in zip(_grads(got, params, weights), _grads(ref, params, weights)):
         assert torch.allclose(a, b, atol=1e-10)
+
+
+@pytest.mark.parametrize("padded", [False, True])
+@pytest.mark.parametrize("bias", [False, True])
+def test_conv_group_norm_equals_conv_then_group_norm(padded, bias, monkeypatch):
+    """The first layer's conv + group norm from its windows' statistics: output and gradients (conv weight, norm
+    gain and shift; the conv bias, which the norm removes, gets zero) equal the two ops', with and without
+    gradients, with padding (statistics over the real frames; one item with a single real frame), in time chunks of
+    the backward pass; gradcheck of the formula."""
+    monkeypatch.setattr(ops, "_CONV_NORM_CHUNK_ELEMENTS", 7 * 3 * 6)  # chunks of 7 frames
+    torch.manual_seed(0)
+    conv = nn.Conv1d(1, 6, 10, stride=5, bias=bias).double()
+    norm = nn.GroupNorm(6, 6).double()
+    nn.init.normal_(norm.weight)
+    nn.init.normal_(norm.bias)
+    x = torch.randn(3, 400, 1, dtype=torch.float64) + 0.7  # an offset: the windows' mean matters
+    frames = (400 - 10) // 5 + 1
+    valid = torch.arange(frames)[None] < torch.tensor([[frames], [50], [1]]) if padded else None
+    got = ops.conv_group_norm(x, conv, norm, valid)
+    ref = ops.group_norm_channels_last(_conv(conv, x), norm.weight, norm.bias, norm.eps, valid)
+    assert torch.allclose(got, ref, atol=1e-11)
+    with torch.no_grad():
+        assert torch.allclose(ops.conv_group_norm(x, conv, norm, valid), ref, atol=1e-11)
+    params = (*conv.parameters(), *norm.parameters())
+    weights = torch.randn_like(ref)
+    got_grads = _grads(got, params, weights)
+    for a, b in zip(got_grads, _grads(ref, params, weights)):
+        assert torch.allclose(a, b, atol=1e-9)
+    if bias:
+        assert torch.equal(got_grads[1], torch.zeros_like(conv.bias))
+    small = x[:2, :60]
+    assert torch.autograd.gradcheck(
+        lambda w, g, b: ops._ConvGroupNorm.apply(small, w, torch.zeros((), dtype=w.dtype), g, b, 1e-5, None, 5),
+        (conv.weight.detach().requires_grad_(), norm.weight.detach().requires_grad_(),
+         norm.bias.detach().requires_grad_()))
+
+
+@pytest.mark.parametrize("loss", ["projection", "scale"])
+def test_conv_group_norm_under_bf16_autocast_is_as_close_as_the_two_ops(loss):
+    """bf16 output (its product in fp32, rounded once) and gradients at least as close to fp32 as conv + group norm
+    under autocast, for a random projection of the output and for a loss that mostly rescales it (whose gradient
+    the norm cancels: a product in bf16 made the weight gradient 6x worse there)."""
+    torch.manual_seed(0)
+    conv = nn.Conv1d(1, 64, 10, stride=5, bias=False)
+    norm = nn.GroupNorm(64, 64)
+    x = torch.randn(2, 8000, 1) * 0.1
+    params = (conv.weight, norm.weight, norm.bias)
+    frames = (8000 - 10) // 5 + 1
+    weights = torch.randn(2, frames, 64) if loss == "projection" else None
+
+    def run(fused, autocast):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = ops.conv_group_norm(x, conv, norm) if fused else \
+                ops.group_norm_channels_last(_conv(conv, x), norm.weight, norm.bias, norm.eps)
+        y = y.float()
+        objective = (y * weights).sum() if weights is not None else \
+            (y * torch.linspace(-1, 1, frames)[None, :, None]).square().sum()
+        return y, torch.autograd.grad(objective, params)
+
+    ref_y, ref_grads = run(False, False)
+    errors = []
+    for fused in (False, True):
+        y, grads = run(fused, True)
+        errors.append([((y - ref_y).norm() / ref_y.norm()).item()]
+                      + [((a - b).norm() / b.norm()).item() for a, b in zip(grads, ref_grads)])
+    for ours, plain in zip(errors[1], errors[0]):
+        assert ours <= 1.5 * plain + 1e-4
 
 
 def test_batch_slices_hold_whole_items_up_to_the_slice_size():

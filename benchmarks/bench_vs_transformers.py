@@ -42,7 +42,9 @@ Method:
   ``torch.utils.flop_counter``: matmuls, convolutions, attention; forward and backward). Transformers' count is
   the model's FLOPs for both rows (ours is printed in a note): model TFLOP/s = that count / median step time, and
   for bf16 on a GPU the model FLOPs utilisation against its dense bf16 peak (``BF16_PEAK_TFLOPS``, or
-  ``--peak_tflops``).
+  ``--peak_tflops``). The counting steps also take turns: until 2026-12-07 a worker began its own as soon as its
+  last step ended, while the other implementation took its last timed step, which then ran 5-10x slower (ours,
+  in the BASE cases: one of three timed steps).
 - Peak memory is the growth above the loaded model (weights + audio) over the warm-up and timed steps, so it
   counts gradients, AdamW state, activations and allocator overhead. CUDA: ``max_memory_allocated`` minus
   ``memory_allocated`` at that point (peak stats reset there). CPU: ``VmHWM`` (peak RSS) minus ``VmRSS``, after
@@ -311,6 +313,7 @@ def run_worker(spec: dict) -> dict:
         del out
         print(STEP_MARK, flush=True)
     peak = memory.peak_growth()
+    sys.stdin.readline()  # the driver's "go" for the FLOP count too: it would slow another worker's timed step
     flops = None
     if impl != "ours-compiled":  # compiled code runs outside the dispatcher the counter listens on
         with FlopCount() as counter:
@@ -400,8 +403,8 @@ def run_in_turns(specs: list[dict], timeout: float) -> list[dict]:
         order = range(len(workers)) if step % 2 == 0 else reversed(range(len(workers)))
         for i in order:
             attempt(i, lambda w: (w.go(), w.line(STEP_MARK, deadline)))
-    for i in range(len(workers)):
-        line = attempt(i, lambda w: w.line(RESULT_MARK, deadline))
+    for i in range(len(workers)):  # the untimed FLOP-counting step, one worker at a time, then the result
+        line = attempt(i, lambda w: (w.go(), w.line(RESULT_MARK, deadline))[1])
         if line is not None:
             results[i] = json.loads(line)
     for worker in workers:  # each has printed its result (or failed): nothing is left to wait for

@@ -15,6 +15,7 @@ from transformers import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
 
 from hf_wav2vec2 import W2V2ForCTC, W2V2ForPreTraining, ops
 from hf_wav2vec2.feature_encoder import ConvLayer
+from hf_wav2vec2.training import adamw
 from hf_wav2vec2.training.pretraining import PretrainingState, pretraining_update
 
 DEVICE = os.environ.get("HF_W2V2_TEST_DEVICE", "cuda")
@@ -36,7 +37,7 @@ def _audio(batch=2, samples=8000):
 def _pretraining_run(mixed_precision: str, updates: int = 4) -> tuple[list[dict], Accelerator, torch.nn.Module]:
     accelerator = Accelerator(cpu=DEVICE == "cpu", mixed_precision=mixed_precision, step_scheduler_with_optimizer=False)
     model = W2V2ForPreTraining(tiny_config(hidden_dropout=0.1, attention_dropout=0.1, layerdrop=0.1))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=5e-4, betas=(0.9, 0.98), eps=1e-6)
+    optimizer = adamw(model, 5e-4, (0.9, 0.98), 1e-6, 0.01)  # train_pretrain.py's: fused, with the fp16 scaler
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     model.train()

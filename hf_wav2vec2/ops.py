@@ -121,6 +121,13 @@ def _windows(x: torch.Tensor, kernel: int, stride: int, frames: int) -> torch.Te
     return x.as_strided((b, frames, kernel * c), (length * c, stride * c, 1)).contiguous()
 
 
+def _tap_major(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """Conv weight (C_out, C_in, k) -> (C_out, k C_in) in ``dtype``, column j C_in + c is W[:, c, j]: the layout of
+    :func:`_windows`' rows."""
+    out_channels, in_channels, kernel = weight.shape
+    return weight.to(dtype).permute(0, 2, 1).reshape(out_channels, kernel * in_channels)
+
+
 def _stacked_taps(weight: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """Conv weight (C_out, C_in, k) -> (k C_in, C_out) in ``dtype``: row j C_in + c is W[:, c, j]."""
     out_channels, in_channels, kernel = weight.shape
@@ -139,7 +146,7 @@ def _conv_forward(x, weight, bias, stride):
         frames = (length - kernel) // stride + 1
         bias = None if bias is None else bias.to(dtype)
         if in_channels * kernel <= _WINDOW_COPY_MAX:
-            w = weight.to(dtype).permute(0, 2, 1).reshape(out_channels, kernel * in_channels)  # (O, k C) tap-major
+            w = _tap_major(weight, dtype)
             cols = _windows(x, kernel, stride, frames).view(-1, kernel * in_channels)
             y = cols @ w.T if bias is None else torch.addmm(bias, cols, w.T)
             return y.view(b, frames, out_channels)
@@ -179,7 +186,7 @@ def _conv_backward(grad_y, x, weight, has_bias, stride, needs):
             grad_b = grad_y.sum((0, 1), dtype=acc)
         if in_channels * kernel <= _WINDOW_COPY_MAX:
             g = grad_y.view(-1, out_channels)
-            w = weight.to(dtype).permute(0, 2, 1).reshape(out_channels, kernel * in_channels)
+            w = _tap_major(weight, dtype)
             if need_w:
                 cols = _windows(x, kernel, stride, frames).view(-1, kernel * in_channels)
                 grad_w = (g.T @ cols).to(acc).view(out_channels, kernel, in_channels).permute(0, 2, 1)
@@ -260,10 +267,11 @@ def group_norm_channels_last(x: torch.Tensor, weight: torch.Tensor, bias: torch.
 NORM_CHUNK_ELEMENTS = 1 << 18
 
 
-def _time_chunks(x: torch.Tensor) -> list[slice]:
+def _time_chunks(x: torch.Tensor, elements: int | None = None) -> list[slice]:
+    """Slices of x's time axis (dim 1) of at most ``elements`` (default ``NORM_CHUNK_ELEMENTS``) elements each."""
     if x.device.type != "cpu":
         return [slice(None)]
-    step = max(1, NORM_CHUNK_ELEMENTS // max(1, x.shape[0] * x.shape[2]))
+    step = max(1, (elements or NORM_CHUNK_ELEMENTS) // max(1, x.shape[0] * x.shape[2]))
     return [slice(t, t + step) for t in range(0, x.shape[1], step)]
 
 
@@ -343,7 +351,8 @@ class _GroupNormChannelsLast(torch.autograd.Function):
 
 
 # ------------------------------------------------------------------------------------------- conv_group_norm
-# conv_group_norm's backward pass reads the output gradient in fp32 over time chunks of at most this many elements.
+# conv_group_norm computes its output, and reads the output gradient, in fp32 time chunks of at most this many
+# elements.
 _CONV_NORM_CHUNK_ELEMENTS = 1 << 20
 
 
@@ -360,8 +369,10 @@ def conv_group_norm(x: torch.Tensor, conv: nn.Conv1d, norm: nn.GroupNorm, valid:
     statistics and none for normalising it. The backward pass is as short: with dY the output's gradient, Q = sum_t
     (a_t - m) dY_t^T (one (k C_in) x C_out product, fp32) gives dgamma_c = r_c W_c . Q_c, dbeta_c = sum_t dY_tc and
     dW_c = gamma_c r_c (Q_c - r_c^2 (W_c . Q_c) S W_c), r the inverse std (the statistics' dependence on W included).
-    The convolution's bias, which the norm subtracts again, gets a zero gradient. Statistics and both formulas in
-    fp32 at least; under autocast the output product is bf16 with fp32 accumulation, as the convolution's.
+    The convolution's bias, which the norm subtracts again, gets a zero gradient. Statistics, the output product and
+    both formulas in fp32 at least (in bf16 the product would not be quite the function whose statistics were taken:
+    the weight gradient was 6x less accurate for a loss that mostly rescales the output); under autocast the output
+    is rounded once to bf16.
 
     Used on CPU, with gradients for the weights only (the audio needs none) and k C_in <= ``_WINDOW_COPY_MAX``;
     elsewhere, and under ``torch.compile``, it is the two-op expression.
@@ -372,8 +383,7 @@ def conv_group_norm(x: torch.Tensor, conv: nn.Conv1d, norm: nn.GroupNorm, valid:
             or (torch.is_grad_enabled() and x.requires_grad)):
         return group_norm_channels_last(conv1d_channels_last(x, conv), norm.weight, norm.bias, norm.eps, valid)
     if torch.is_grad_enabled() and any(t.requires_grad for t in (weight, norm.weight, norm.bias)):
-        bias = conv.bias if conv.bias is not None else weight.new_zeros(())
-        return _ConvGroupNorm.apply(x, weight, bias, norm.weight, norm.bias, norm.eps, valid, conv.stride[0])
+        return _ConvGroupNorm.apply(x, weight, conv.bias, norm.weight, norm.bias, norm.eps, valid, conv.stride[0])
     return _conv_group_norm_forward(x, weight, norm.weight, norm.bias, norm.eps, valid, conv.stride[0])[0]
 
 
@@ -395,15 +405,14 @@ def _conv_group_norm_forward(x, weight, gamma, beta, eps, valid, stride):
             real = real - mean
             cov[i] = real.T @ real / count
             cols[i] -= mean
-        w = weight.to(acc).permute(0, 2, 1).reshape(out_channels, kernel * in_channels)  # tap-major, as the windows
+        w = _tap_major(weight, acc)
         var = ((w @ cov) * w).sum(-1).clamp_min(0.0)  # (B, C_out): W_c^T S W_c
         inv_std = torch.rsqrt(var + eps)[:, None, :]  # (B, 1, C_out)
         scaled = w * (inv_std * gamma.to(acc)).transpose(1, 2)  # (B, C_out, kC)
         y = torch.empty((b, frames, out_channels), dtype=dtype, device=x.device)
         scaled_t, shift = scaled.transpose(1, 2), beta.to(acc).expand(b, 1, out_channels)
-        step = max(1, _CONV_NORM_CHUNK_ELEMENTS // max(1, b * out_channels))
-        for t in range(0, frames, step):  # the product in fp32, rounded once into y, chunk by chunk in cache
-            y[:, t:t + step] = torch.baddbmm(shift, cols[:, t:t + step], scaled_t)
+        for t in _time_chunks(y, _CONV_NORM_CHUNK_ELEMENTS):  # the product in fp32, in cache, rounded once into y
+            y[:, t] = torch.baddbmm(shift, cols[:, t], scaled_t)
     return y, cols, cov, inv_std, w
 
 
@@ -423,10 +432,9 @@ class _ConvGroupNorm(torch.autograd.Function):
             # Q = sum_t (a_t - m) dY_t^T (B, kC, C_out) and sum_t dY_t, in fp32 over time chunks of dY
             q = cols.new_zeros((cols.shape[0], cols.shape[2], out_channels))
             grad_beta = cols.new_zeros(out_channels)
-            step = max(1, _CONV_NORM_CHUNK_ELEMENTS // max(1, grad_y.shape[0] * out_channels))
-            for t in range(0, grad_y.shape[1], step):
-                dy = grad_y[:, t:t + step].to(acc)
-                q.baddbmm_(cols[:, t:t + step].transpose(1, 2), dy)
+            for t in _time_chunks(grad_y, _CONV_NORM_CHUNK_ELEMENTS):
+                dy = grad_y[:, t].to(acc)
+                q.baddbmm_(cols[:, t].transpose(1, 2), dy)
                 grad_beta += dy.sum((0, 1))
             r = inv_std.transpose(1, 2)  # (B, C_out, 1)
             w_dot_q = (w * q.transpose(1, 2)).sum(-1, keepdim=True)  # (B, C_out, 1): W_c . Q_c
@@ -434,7 +442,7 @@ class _ConvGroupNorm(torch.autograd.Function):
             g = gamma.to(acc)[None, :, None]
             grad_w = (g * r * (q.transpose(1, 2) - r.square() * w_dot_q * (w @ cov))).sum(0)  # (C_out, kC)
             grad_w = grad_w.view(out_channels, kernel, in_channels).permute(0, 2, 1)
-        grad_bias = torch.zeros_like(bias) if ctx.needs_input_grad[2] else None
+        grad_bias = torch.zeros_like(bias) if bias is not None and ctx.needs_input_grad[2] else None
         return (None, grad_w.to(weight.dtype), grad_bias, grad_gamma.to(gamma.dtype), grad_beta.to(beta.dtype), None,
                 None, None)
 

@@ -16,7 +16,7 @@ def adamw(model: nn.Module, lr: float, betas: tuple[float, float], eps: float, w
     """``torch.optim.AdamW`` over :func:`parameter_groups`, fused when every parameter is on a device in
     ``FUSED_DEVICES`` (same update; under fp16 the GradScaler hands the fused kernel its inf check, which skips
     the whole update as the per-tensor loop would)."""
-    fused = all(p.device.type in FUSED_DEVICES for p in model.parameters()) or None
+    fused = True if all(p.device.type in FUSED_DEVICES for p in model.parameters()) else None  # None: torch's default
     return torch.optim.AdamW(parameter_groups(model, weight_decay), lr=lr, betas=betas, eps=eps, fused=fused)
 
 

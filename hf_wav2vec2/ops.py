@@ -612,35 +612,44 @@ def dropout_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_mas
     q, k, v: (B, heads, T, d); key_mask: (B, 1, 1, T) bool (True: may be attended) or None. Returns (B, heads, T, d).
 
     Saves: torch's CPU flash kernel has no dropout, and its math fallback keeps three fp32 (B, heads, T, T) tensors
-    per layer. On CPU with gradients and dropout, this keeps q, k, v, the output, the key mask as an additive bias
-    and the dropout mask as bytes, and recomputes the probabilities in the backward pass (the flash-attention scheme,
-    unblocked): BASE, 2 x 8 s, 4 MiB per layer instead of 44 MiB. Exact: the same formula, scores and softmax in
-    fp32 whatever the input dtype; the dropout mask comes from the global RNG (:func:`keep_mask`). Elsewhere (GPU,
-    no dropout, no gradient) it is SDPA itself.
+    per layer. On CPU with gradients and dropout, this keeps q, k, v, the dropout mask as bytes and the
+    probabilities in the inputs' dtype (bf16 in training; BASE, 2 x 8 s: 16 MiB per layer, 7 of them the
+    probabilities, instead of 44 MiB); when the probabilities would take more than ``SAVED_PROBABILITIES_MAX``
+    elements it keeps q, k, v and the mask only and recomputes them in the backward pass (the flash-attention
+    scheme, unblocked). The formula is the same; scores, probabilities and their gradients are in the inputs' dtype,
+    as SDPA's math path has them, with each softmax and softmax gradient computed in fp32 and rounded once (as close
+    to the fp64 formula as SDPA's math path in bf16: tests/test_ops.py). The dropout mask comes from the global RNG
+    (:func:`keep_mask`). Elsewhere (GPU, no dropout, no gradient) it is SDPA itself.
     """
     if dropout > 0 and q.device.type == "cpu" and torch.is_grad_enabled():
         return _DropoutAttention.apply(q, k, v, key_mask, dropout)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask, dropout_p=dropout)
 
 
-def _attention_probabilities(q, k, key_bias):
-    """softmax(q k^T / sqrt(d) + mask) (B, heads, T, T) in fp32 at least; the product q k^T in q's dtype (bf16 under
-    autocast). key_bias: (B, 1, 1, T) 0 / -inf, or None."""
-    scores = torch.matmul(q, k.transpose(-2, -1)).to(torch.promote_types(q.dtype, torch.float32))
-    scores.mul_(q.shape[-1] ** -0.5)
+def _attention_probabilities(q, k, key_bias, out=None):
+    """softmax(q k^T + mask) (B, heads, T, T) in q's dtype: q already scaled by 1 / sqrt(d); the product q k^T in
+    q's dtype (bf16 under autocast) and the softmax computed in fp32 and rounded once to it. key_bias: (B, 1, 1, T)
+    0 / -inf in q's dtype, or None; out: a contiguous tensor to write the probabilities to, or None."""
+    scores = torch.matmul(q, k.transpose(-2, -1))
     if key_bias is not None:
         scores.add_(key_bias)
-    return torch.softmax(scores, dim=-1)
+    if out is None:
+        return torch.softmax(scores, dim=-1)
+    return torch._softmax(scores, -1, False, out=out)
 
 
 # On CPU the attention kernel below works on chunks of (item, heads) of at most this many score elements (a whole
-# head when one head is larger), so that each step of the softmax and its gradient works on (heads, T, T) fp32
+# head when one head is larger), so that each step of the softmax and its gradient works on (heads, T, T)
 # temporaries that stay in cache. Heads are independent, so chunking changes no result. 2^20 (4 MiB of fp32
 # scores), measured against 2^16-2^22 on a 2-core Xeon with 2 MiB of L2 per core, bf16, one layer forward and
 # backward alone: BASE 2 x 8 s 31 ms against 65 unchunked; 4 x 12 s at 4 heads 48 against 102; 1 x 30 s 270 against
 # 603. A whole BASE bf16 training step, in turns in one process: 1 x 30 s 5.6 s against 9.0; 2 x 8 s 2.57 against
 # 2.61 (within noise).
 ATTENTION_CHUNK_ELEMENTS = 1 << 20
+
+# The attention kernel keeps each layer's probabilities for the backward pass when they are at most this many
+# elements (32 MiB in bf16: BASE, 2 x 8 s, is 3.8 M), and recomputes them from q and k when they are more.
+SAVED_PROBABILITIES_MAX = 1 << 24
 
 
 def _head_chunks(batch: int, heads: int, elements_per_head: int) -> list[tuple[slice, slice]]:
@@ -656,55 +665,59 @@ def _head_chunks(batch: int, heads: int, elements_per_head: int) -> list[tuple[s
 
 
 class _DropoutAttention(torch.autograd.Function):
-    """Scores, softmax and their gradients in fp32, products in the inputs' dtype. Each (B, heads, T, T) op is
-    one of the fast kinds on CPU: same-dtype arithmetic, casts, and products with the keep mask read as uint8 (ops
-    on bool tensors, ``masked_fill_`` or ``probs * keep``, are not vectorised: 4-6 ms against 1.3 for BASE's
-    (2, 12, 400, 400)). BASE, 2 x 8 s, one layer in bf16, forward and backward: 57-63 ms, against 116-121 ms with
-    the previous kernel (``bernoulli_`` mask, bool products, log-sum-exp), measured in turns in one process. Both
-    passes run over chunks of heads (:data:`ATTENTION_CHUNK_ELEMENTS`); the dropout mask is drawn whole first, so
-    the chunking does not change which elements are dropped."""
+    """q is scaled by 1 / sqrt(d) before the product (exact for a power-of-two head size). Both passes run over
+    chunks of heads (:data:`ATTENTION_CHUNK_ELEMENTS`); the dropout mask is drawn whole first, so the chunking does
+    not change which elements are dropped. The keep mask is read as uint8 (ops on bool tensors are not vectorised
+    on CPU). BASE, 2 x 8 s, one layer in bf16, forward and backward: 35 ms against 75 ms for the previous kernel
+    (fp32 scores and softmax, probabilities recomputed), profiled in one process; a whole bf16 training step in
+    turns with the previous kernel, 12 turns: median per-turn ratio 1.23x (1.12x and 1.19x in two 10-turn runs),
+    1.08x of it with the probabilities recomputed."""
 
     @staticmethod
     def forward(ctx, q, k, v, key_mask, p):
+        q = q * q.shape[-1] ** -0.5
         key_bias = None
         if key_mask is not None:
-            key_bias = torch.zeros(key_mask.shape, dtype=torch.promote_types(q.dtype, torch.float32),
-                                   device=q.device).masked_fill_(~key_mask, float("-inf"))
+            key_bias = torch.zeros(key_mask.shape, dtype=q.dtype, device=q.device).masked_fill_(~key_mask,
+                                                                                                float("-inf"))
         keep, scale = keep_mask((*q.shape[:-1], k.shape[-2]), p)  # global RNG, the whole mask at once
         keep = keep.view(torch.uint8)
-        out = None
+        out = q.new_empty((*q.shape[:-1], v.shape[-1]))
+        saved = q.new_empty(keep.shape) if keep.numel() <= SAVED_PROBABILITIES_MAX else None
         for items, heads in _head_chunks(q.shape[0], q.shape[1], q.shape[-2] * k.shape[-2]):
             bias = None if key_bias is None else key_bias[items]
-            probs = _attention_probabilities(q[items, heads], k[items, heads], bias)  # P, fp32
-            chunk = torch.matmul(probs.mul_(keep[items, heads]).to(v.dtype), v[items, heads]).mul_(scale)
-            if out is None:
-                out = chunk.new_empty((*q.shape[:-1], v.shape[-1]))
-            out[items, heads] = chunk
+            if saved is None:
+                dropped = _attention_probabilities(q[items, heads], k[items, heads], bias).mul_(keep[items, heads])
+            else:
+                probs = _attention_probabilities(q[items, heads], k[items, heads], bias, out=saved[items, heads])
+                dropped = probs * keep[items, heads]
+            out[items, heads] = torch.matmul(dropped, v[items, heads])
         ctx.scale = scale
-        ctx.save_for_backward(q, k, v, key_bias, out, keep)
-        return out
+        ctx.save_for_backward(q, k, v, key_bias, keep, saved)
+        return out.mul_(scale)
 
     @staticmethod
     def backward(ctx, grad_out):
-        q, k, v, key_bias, out, keep = ctx.saved_tensors
-        scale = ctx.scale
-        factor = scale * q.shape[-1] ** -0.5
+        q, k, v, key_bias, keep, saved = ctx.saved_tensors  # q: scaled by 1 / sqrt(d)
         grad_out = grad_out.to(v.dtype)
         grad_q, grad_k, grad_v = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
         for items, heads in _head_chunks(q.shape[0], q.shape[1], q.shape[-2] * k.shape[-2]):
             q_c, k_c, v_c = q[items, heads], k[items, heads], v[items, heads]
-            grad_out_c, keep_c = grad_out[items, heads], keep[items, heads]
-            probs = _attention_probabilities(q_c, k_c, None if key_bias is None else key_bias[items])  # P, fp32
-            grad_v[items, heads] = torch.matmul((probs * keep_c).to(v.dtype).transpose(-2, -1), grad_out_c).mul_(scale)
-            # dL/dP = scale * keep * dO v^T. Softmax backward: dS = P * (dP - sum_j P_j dP_j), with
-            # sum_j P_j dP_j = <dO, O> row by row; here dS = scale * P * (keep * dO v^T - <dO, O> / scale).
-            row = (grad_out_c.to(probs.dtype) * out[items, heads].to(probs.dtype)).sum(-1, keepdim=True).div_(scale)
-            grad_probs = torch.matmul(grad_out_c, v_c.transpose(-2, -1)).to(probs.dtype).mul_(keep_c).sub_(row)
-            grad_scores = probs.mul_(grad_probs).to(q.dtype)  # dS / scale
+            grad_out_c, keep_c = grad_out[items, heads], keep[items, heads].to(v.dtype)  # used twice: cast once
+            if saved is not None:
+                probs = saved[items, heads]
+            else:
+                probs = _attention_probabilities(q_c, k_c, None if key_bias is None else key_bias[items])
+            grad_v[items, heads] = torch.matmul((probs * keep_c).transpose(-2, -1), grad_out_c)
+            # With O = scale * (P * keep) V: dP = scale * keep * dO V^T, and dS = P * (dP - sum_j P_j dP_j) is
+            # softmax's own gradient kernel; everything before the products is dS / scale.
+            grad_probs = torch.matmul(grad_out_c, v_c.transpose(-2, -1)).mul_(keep_c)
+            grad_scores = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
             del grad_probs, probs
-            grad_q[items, heads] = torch.matmul(grad_scores, k_c).mul_(factor)
-            grad_k[items, heads] = torch.matmul(grad_scores.transpose(-2, -1), q_c).mul_(factor)
-        return grad_q, grad_k, grad_v, None, None
+            grad_q[items, heads] = torch.matmul(grad_scores, k_c)
+            grad_k[items, heads] = torch.matmul(grad_scores.transpose(-2, -1), q_c)
+        scale = ctx.scale
+        return grad_q.mul_(scale * q.shape[-1] ** -0.5), grad_k.mul_(scale), grad_v.mul_(scale), None, None
 
 
 # ---------------------------------------------------------------------------------------- activate_then_linear

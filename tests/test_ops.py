@@ -271,9 +271,11 @@ def test_activate_then_conv_under_bf16_autocast_is_as_close_as_the_plain_graph()
     assert (results[1] - fp32).abs().max() <= 1.5 * plain_error + 1e-6
 
 
-def test_dropout_attention_matches_its_formula():
-    """With dropout on CPU the kernel keeps q, k, v and a bool mask; output and gradients equal the formula with the
-    same dropout mask (drawn from the global RNG)."""
+@pytest.mark.parametrize("saved", [True, False])
+def test_dropout_attention_matches_its_formula(monkeypatch, saved):
+    """With dropout on CPU the kernel keeps q, k, v, the dropout mask and (when small enough) the probabilities;
+    output and gradients equal the formula with the same dropout mask (drawn from the global RNG)."""
+    monkeypatch.setattr(ops, "SAVED_PROBABILITIES_MAX", ops.SAVED_PROBABILITIES_MAX if saved else 0)
     q, k, v = (torch.randn(2, 2, 7, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
     key_mask = torch.ones(2, 1, 1, 7, dtype=torch.bool)
     key_mask[1, ..., 5:] = False
@@ -300,21 +302,54 @@ def test_dropout_attention_matches_its_formula():
 
 @pytest.mark.parametrize("budget", [1, 2 * 36, 3 * 36])
 def test_dropout_attention_chunks_change_nothing(monkeypatch, budget):
-    """Chunked over heads (one head; heads within an item; whole items), output and gradients are bit-identical to
-    the whole (B, heads, T, T) computation with the same dropout mask, in bf16 as in training."""
+    """Chunked over heads (one head; heads within an item; whole items), with the probabilities kept or recomputed,
+    output and gradients are bit-identical to the whole (B, heads, T, T) computation with the same dropout mask, in
+    bf16 as in training."""
     q, k, v = (torch.randn(2, 3, 6, 4, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
     key_mask = torch.ones(2, 1, 1, 6, dtype=torch.bool)
     key_mask[1, ..., 4:] = False
     grad = torch.randn(2, 3, 6, 4, dtype=torch.bfloat16)
     results = []
-    for elements in (1 << 30, budget):
+    for elements, saved in ((1 << 30, 1 << 30), (budget, 1 << 30), (budget, 0)):
         monkeypatch.setattr(ops, "ATTENTION_CHUNK_ELEMENTS", elements)
+        monkeypatch.setattr(ops, "SAVED_PROBABILITIES_MAX", saved)
         torch.manual_seed(3)
         out = ops.dropout_attention(q, k, v, key_mask, 0.3)
         results.append((out, *torch.autograd.grad(out, (q, k, v), grad)))
     assert len(ops._head_chunks(2, 3, 36)) == {1: 6, 72: 4, 108: 2}[budget]
-    for whole, chunked in zip(*results):
-        assert torch.equal(whole, chunked)
+    for whole, chunked, recomputed in zip(*results):
+        assert torch.equal(whole, chunked) and torch.equal(whole, recomputed)
+
+
+def test_dropout_attention_bf16_is_as_accurate_as_the_plain_graph():
+    """In bf16 (scores, probabilities and their gradients in bf16, each softmax and softmax gradient computed in fp32
+    and rounded once) the kernel's output and gradients are as close to the fp64 formula, with the same dropout
+    mask, as autograd through the same ops in bf16 (what SDPA's math path computes), for BASE's head size 64."""
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 50, 64, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    key_mask = torch.ones(2, 1, 1, 50, dtype=torch.bool)
+    key_mask[1, ..., 37:] = False
+    grad = torch.randn(2, 3, 50, 64, dtype=torch.bfloat16)
+    torch.manual_seed(4)
+    keep, scale = ops.keep_mask((2, 3, 50, 50), 0.1)
+
+    def formula(q, k, v):
+        scores = (q @ k.transpose(-2, -1) * 0.125).masked_fill(~key_mask, float("-inf"))
+        return (scores.softmax(-1) * keep * scale).to(q.dtype) @ v
+
+    def errors(out, inputs):
+        return [((a.double() - b).norm() / b.norm()).item()
+                for a, b in zip((out, *torch.autograd.grad(out, inputs, grad.to(out.dtype))), reference)]
+
+    exact = tuple(t.detach().double().requires_grad_() for t in (q, k, v))
+    out = formula(*exact)
+    reference = (out.detach(), *torch.autograd.grad(out, exact, grad.double()))
+    plain = errors(formula(q, k, v), (q, k, v))
+    torch.manual_seed(4)
+    ours = errors(ops.dropout_attention(q, k, v, key_mask, 0.1), (q, k, v))
+    assert all(e < 2e-2 for e in plain)
+    for mine, theirs in zip(ours, plain):
+        assert mine <= 1.1 * theirs
 
 
 def test_dropout_attention_without_dropout_is_sdpa():

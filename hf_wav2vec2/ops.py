@@ -563,12 +563,14 @@ def keep_mask(shape: Sequence[int], p: float, device: torch.device | str = "cpu"
         n *= size
     # 64 random bits per word (all but one of the 2^64 values), four 16-bit uniforms over the int16 range
     words = torch.randint(-(1 << 63), (1 << 63) - 1, ((n + 3) // 4,), dtype=torch.int64)
-    keep = words.view(torch.int16)[:n] >= threshold - (1 << (_MASK_BITS - 1))
-    return keep.view(shape), (1 << _MASK_BITS) / ((1 << _MASK_BITS) - threshold)
+    # compared into uint8, viewed as bool: 0.8 ms against 2.0 for a bool result (BASE's attention mask)
+    keep = torch.empty(n, dtype=torch.uint8)
+    torch.ge(words.view(torch.int16)[:n], threshold - (1 << (_MASK_BITS - 1)), out=keep)
+    return keep.view(torch.bool).view(shape), (1 << _MASK_BITS) / ((1 << _MASK_BITS) - threshold)
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
-    """``F.dropout(x, p, training)`` with the mask of :func:`keep_mask` on CPU (saved as bool for the backward pass,
+    """``F.dropout(x, p, training)`` with the mask of :func:`keep_mask` on CPU (saved as bytes for the backward pass,
     as torch's; traced as it is by ``torch.compile``, so compiled and eager steps draw the same masks). On GPU it is
     ``F.dropout`` itself."""
     if not training or p == 0.0:
@@ -576,8 +578,9 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     if x.device.type != "cpu":
         return F.dropout(x, p, training=True)
     keep, scale = keep_mask(x.shape, p)
+    keep = keep.view(torch.uint8)  # products with a bool tensor are 2x slower on CPU (BASE's hidden states, bf16)
     if not (torch.is_grad_enabled() and x.requires_grad):
-        return x * keep * scale
+        return torch.mul(x, keep).mul_(scale)
     return _MaskScale.apply(x, keep, scale)
 
 

@@ -17,7 +17,9 @@ each in fp32 and with ``torch.autocast(device_type, dtype=torch.bfloat16)`` (``-
 Method:
 - Weights: ours is built once per model (seed 0) and ``save_pretrained`` to a temporary folder; both
   ``hf_wav2vec2`` and ``transformers.Wav2Vec2For*`` load that folder with ``from_pretrained`` (our config writes
-  every field, so transformers reads the same model, dropout and layerdrop included).
+  every field, so transformers reads the same model, dropout and layerdrop included). BASE drops each of its 12
+  Transformer blocks with probability 0.05 (LayerDrop), each implementation from its own RNG state, so a step
+  runs 10-12 blocks (about 5% of a BASE bf16 step each); a note lists how many each timed step ran.
 - Train step = forward + backward of the summed loss + ``AdamW.step`` (fused, in both: ``train_pretrain.py``'s
   optimizer and the Trainer's default) + ``zero_grad``, ``model.train()``, Gumbel
   temperature set to the same value in both. Ours samples its masks and negatives itself (torch, on the device);
@@ -294,6 +296,13 @@ def run_worker(spec: dict) -> dict:
             return {"masked_frac": num_masked / (x.shape[0] * frames),
                     "contrastive_per_frame": contrastive.detach() / num_masked}
 
+    # Transformer blocks run per step: LayerDrop skips some, drawn by each implementation from its own RNG state
+    blocks_run, blocks = [0], []
+    count_blocks = case.kind == "train" and impl != "ours-compiled"
+    if count_blocks:
+        for layer in model.wav2vec2.encoder.layers:
+            layer.register_forward_pre_hook(lambda *_: blocks_run.__setitem__(0, blocks_run[0] + 1))
+
     memory = PeakMemory(device)
     memory.start()
     times, cpu_times, stats, warmup_times = [], [], [], []
@@ -302,11 +311,13 @@ def run_worker(spec: dict) -> dict:
         sys.stdin.readline()  # the driver's "go": the implementations of a case take their steps in turn
         sync(device)
         t0, c0 = time.perf_counter(), time.process_time()
+        blocks_run[0] = 0
         out = step(x)
         sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
             cpu_times.append(time.process_time() - c0)
+            blocks.append(blocks_run[0])
         else:
             warmup_times.append(time.perf_counter() - t0)
         stats.append({k: float(v) for k, v in out.items()})
@@ -327,7 +338,7 @@ def run_worker(spec: dict) -> dict:
         cpu_s=statistics.median(cpu_times),
         audio_s_per_s=case.audio_seconds / median, peak_mib=peak, param_mib=param_mib,
         memory_method=memory.method, threads=torch.get_num_threads(), flops=flops,
-        attn=getattr(cfg, "_attn_implementation", None),
+        attn=getattr(cfg, "_attn_implementation", None), blocks=blocks if count_blocks else None,
         stats={k: statistics.mean(s[k] for s in stats) for k in stats[0]},
     )
     if "numpy_sampling_s" in extra:
@@ -605,7 +616,9 @@ def main(argv=None) -> None:
             paired = statistics.median(t / o for o, t in zip(ours["times"], theirs["times"]))
             notes.append(f"{label}: iterations {len(ours['times'])} timed, in turns; per-step s ours "
                          f"{[round(t, 3) for t in ours['times']]} theirs {[round(t, 3) for t in theirs['times']]}; "
-                         f"median of the per-turn speed ratios {paired:.2f}x")
+                         f"median of the per-turn speed ratios {paired:.2f}x"
+                         + (f"; Transformer blocks run per step (LayerDrop) ours {ours['blocks']} theirs "
+                            f"{theirs['blocks']}" if ours.get("blocks") and theirs.get("blocks") else ""))
     first = next((r for r in results.values() if "error" not in r), None)
     print()
     if first:

@@ -29,13 +29,16 @@ def contrastive_logits(
     return torch.cat([positive, negative], dim=1) / kappa
 
 
-def contrastive_loss(logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """InfoNCE summed over frames: -log softmax(logits)[0]. Returns (loss sum, number of frames whose positive
-    scores highest, counting a row whose logits are all equal as wrong, as fairseq does)."""
-    loss = F.cross_entropy(logits, torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device),
-                           reduction="sum")
+def contrastive_loss(logits: torch.Tensor, rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """InfoNCE summed over frames: -log softmax(logits)[0]. rows: (N,) bool, the rows that count (all when None).
+    Returns (loss sum, number of counted frames whose positive scores highest, counting a row whose logits are all
+    equal as wrong, as fairseq does)."""
+    target = torch.zeros(logits.shape[0], dtype=torch.long, device=logits.device)
     correct = (logits.argmax(-1) == 0) & ~(logits.argmin(-1) == 0)
-    return loss, correct.sum()
+    if rows is None:
+        return F.cross_entropy(logits, target, reduction="sum"), correct.sum()
+    loss = F.cross_entropy(logits, target, reduction="none")
+    return torch.where(rows, loss, 0.0).sum(), (correct & rows).sum()
 
 
 def diversity_loss(prob_perplexity: torch.Tensor, num_codevectors: int) -> torch.Tensor:

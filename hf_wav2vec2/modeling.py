@@ -225,8 +225,8 @@ class W2V2PreTrainedModel(PreTrainedModel):
         Transformer block. None of them has a graph break, in training (gradients, dropout, padding) or not.
         Left eager, around them: input checks, mask and negative sampling, the LayerDrop draw and loop (a skipped
         block must leave its parameters without gradient, as in eager; one graph for the whole loop would need one
-        compilation per skip pattern), the quantizer's Gumbel sampling, the masked-frame gathers (data-dependent
-        shapes) and the losses.
+        compilation per skip pattern), the quantizer's Gumbel sampling, the masked-frames-first reordering and the
+        losses.
 
         ``nn.Module.compile`` keeps the modules where they are, so ``state_dict`` keys, ``save_pretrained`` and
         checkpoints are unchanged (no ``_orig_mod.`` prefix). Call it once, before ``accelerator.prepare`` or the
@@ -448,34 +448,46 @@ class W2V2ForPreTraining(W2V2PreTrainedModel):
         if out.frame_mask is not None and (mask & ~out.frame_mask).any():
             raise ValueError("mask_time_indices masks padded frames")
         num_masked = mask.sum()
-        if not torch.compiler.is_compiling() and int(num_masked) == 0:
+        n = None if torch.compiler.is_compiling() else int(num_masked)
+        if n == 0:
             raise ValueError("no frame is masked: the contrastive task needs at least one masked frame per batch")
 
-        # 3. quantize the unmasked latents of the masked frames only: q_t (N, d) (section 2)
-        quantized = self.quantizer(self.dropout_features(out.extract_features[mask]), generator)
-        targets = self.project_q(quantized.codevectors.to(self.project_q.weight.dtype))  # (N, D)
-        context = self.project_hid(out.last_hidden_state[mask])  # (N, D)
+        # Rows of every tensor below: all B*T frames, the N masked ones first (in order), then the others, which are
+        # computed and count nowhere. The shapes do not depend on N: with (N, ...) tensors the masked count, which
+        # changes every step, changed the sizes of the allocations and fragmented glibc's heap (BASE 2 x 8 s: peak
+        # RSS +25-60 MiB a step, without end; flat at fixed shapes).
+        batch, length = mask.shape
+        order = torch.sort((~mask.flatten()).to(torch.uint8), stable=True).indices  # (B*T,)
+        rows = torch.arange(batch * length, device=mask.device) < num_masked  # (B*T,) the masked frames
+
+        # 3. quantize the unmasked latents of the masked frames: q_t (section 2)
+        features = out.extract_features.flatten(0, 1)[order]  # (B*T, C)
+        quantized = self.quantizer(self.dropout_features(features), generator, rows)
+        targets = self.project_q(quantized.codevectors.to(self.project_q.weight.dtype))  # (B*T, D)
+        context = self.project_hid(out.last_hidden_state.flatten(0, 1)[order])  # (B*T, D)
 
         # 4. K distractors from other masked frames of the same utterance (eq. 3)
         if sampled_negative_indices is None:
             sampled_negative_indices = sample_negatives(mask, cfg.num_negatives, generator)
-        negative_index = self._masked_rows(mask, sampled_negative_indices.to(mask.device))  # (N, K)
+        negative_index = self._masked_rows(mask, sampled_negative_indices.to(mask.device), order)  # (B*T, K)
         code = quantized.code_ids  # a distractor with the positive's codes is the positive itself
-        same_code = (code[negative_index] == code[:, None, :]).all(-1)  # (N, K)
+        same_code = (code[negative_index] == code[:, None, :]).all(-1)  # (B*T, K)
 
         # 5. contrastive, diversity and feature-penalty terms (eq. 2-4), summed over masked frames
         logits = contrastive_logits(context, targets, negative_index, same_code, cfg.contrastive_logits_temperature)
-        contrastive_sum, correct = contrastive_loss(logits)
+        contrastive_sum, correct = contrastive_loss(logits, rows)
         num_codevectors = cfg.num_codevector_groups * cfg.num_codevectors_per_group
         parts = pretraining_loss(contrastive_sum, diversity_loss(quantized.prob_perplexity, num_codevectors),
                                  out.feature_penalty, num_masked, cfg.diversity_loss_weight,
                                  cfg.feature_penalty_weight)
+        if n is None:  # compiled: a data-dependent slice would break the graph
+            n = num_masked
         return W2V2ForPreTrainingOutput(
             loss=parts.total, contrastive_loss_sum=parts.contrastive_sum, diversity_loss_sum=parts.diversity_sum,
             feature_penalty_sum=parts.feature_penalty_sum, prob_perplexity=quantized.prob_perplexity,
             code_perplexity=quantized.code_perplexity, accuracy=correct.float() / num_masked.clamp_min(1),
-            num_masked=num_masked, projected_states=context, projected_quantized_states=targets, logits=logits,
-            mask_time_indices=mask, hidden_states=out.hidden_states,
+            num_masked=num_masked, projected_states=context[:n], projected_quantized_states=targets[:n],
+            logits=logits[:n], mask_time_indices=mask, hidden_states=out.hidden_states,
         )
 
     def sample_mask(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None = None,
@@ -506,21 +518,23 @@ class W2V2ForPreTraining(W2V2PreTrainedModel):
         return codes
 
     @staticmethod
-    def _masked_rows(mask: torch.Tensor, negatives: torch.Tensor) -> torch.Tensor:
-        """(B, T, K) frame indices within each utterance -> (N, K) rows of the masked-frame list."""
+    def _masked_rows(mask: torch.Tensor, negatives: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+        """(B, T, K) frame indices within each utterance -> (B*T, K) rows of the masked-first frame list ``order``
+        (row i < N: the i-th masked frame; the rows of unmasked frames get some valid row)."""
         batch, length = mask.shape
         if negatives.shape[:2] != mask.shape:
             raise ValueError(f"sampled_negative_indices must be (batch, frames, K) = ({batch}, {length}, K), "
                              f"got {tuple(negatives.shape)}")
-        row_of_frame = mask.flatten().long().cumsum(0) - 1  # (B*T,) position in the masked list
-        flat = negatives.long() + (torch.arange(batch, device=mask.device) * length)[:, None, None]
-        picked = flat[mask]  # (N, K)
+        flat_mask = mask.flatten()
+        row_of_frame = flat_mask.long().cumsum(0) - 1  # (B*T,) position in the masked list
+        flat = negatives.long() + (torch.arange(batch, device=mask.device) * length)[:, None, None]  # (B, T, K)
         if not torch.compiler.is_compiling():
-            if (negatives[mask] < 0).any() or (negatives[mask] >= length).any():
+            if (((negatives < 0) | (negatives >= length)) & mask[..., None]).any():
                 raise ValueError(f"sampled_negative_indices must lie in [0, {length})")
-            if not mask.flatten()[picked].all():
+            if not (flat_mask[flat.clamp(0, batch * length - 1)] | ~mask[..., None]).all():
                 raise ValueError("sampled_negative_indices must point at masked frames of the same utterance")
-        return row_of_frame[picked]
+        picked = flat.flatten(0, 1)[order].clamp(0, batch * length - 1)  # (B*T, K)
+        return row_of_frame[picked].clamp_min(0)
 
 
 class W2V2ForCTC(W2V2PreTrainedModel):

@@ -56,9 +56,11 @@ class GumbelQuantizer(nn.Module):
         """(N, C) -> (N, G) long: the entry each codebook picks without Gumbel noise (the eval-mode choice)."""
         return self._logits(features).argmax(-1)
 
-    def forward(self, features: torch.Tensor, generator: torch.Generator | None = None) -> QuantizerOutput:
+    def forward(self, features: torch.Tensor, generator: torch.Generator | None = None,
+                rows: torch.Tensor | None = None) -> QuantizerOutput:
         """features: (N, C). ``generator`` draws the Gumbel noise in training (the global RNG when None), so that the
-        pretraining loop can key it, like the masks and negatives, by update and micro-batch."""
+        pretraining loop can key it, like the masks and negatives, by update and micro-batch. rows: (N,) bool, the
+        rows the perplexities average over (all when None); the others are quantized too, and count nowhere."""
         n = features.shape[0]
         logits = self._logits(features)  # (N, G, V)
         code_ids = logits.argmax(-1)  # (N, G)
@@ -72,7 +74,11 @@ class GumbelQuantizer(nn.Module):
         else:
             q = book[torch.arange(self.num_groups, device=code_ids.device), code_ids]  # (N, G, d/G) gather
 
-        soft = torch.softmax(logits, dim=-1).mean(0)  # (G, V)
         argmax_ids = logits.argmax(-1)  # noiseless choice, as fairseq's code_perplexity
-        hard = F.one_hot(argmax_ids, self.num_vars).float().mean(0)  # (G, V)
+        soft, hard = torch.softmax(logits, dim=-1), F.one_hot(argmax_ids, self.num_vars).float()  # (N, G, V)
+        if rows is None:
+            soft, hard = soft.mean(0), hard.mean(0)  # (G, V)
+        else:
+            weight = rows.to(soft.dtype)[:, None, None] / rows.sum().clamp_min(1)
+            soft, hard = (soft * weight).sum(0), (hard * weight).sum(0)
         return QuantizerOutput(q.reshape(n, -1), code_ids, _perplexity(soft), _perplexity(hard))

@@ -448,8 +448,9 @@ class W2V2ForPreTraining(W2V2PreTrainedModel):
         if out.frame_mask is not None and (mask & ~out.frame_mask).any():
             raise ValueError("mask_time_indices masks padded frames")
         num_masked = mask.sum()
-        n = None if torch.compiler.is_compiling() else int(num_masked)
-        if n == 0:
+        compiling = torch.compiler.is_compiling()
+        n = num_masked if compiling else int(num_masked)  # the outputs' rows; a host sync in eager only
+        if not compiling and n == 0:
             raise ValueError("no frame is masked: the contrastive task needs at least one masked frame per batch")
 
         # Rows of every tensor below: all B*T frames, the N masked ones first (in order), then the others, which are
@@ -480,8 +481,6 @@ class W2V2ForPreTraining(W2V2PreTrainedModel):
         parts = pretraining_loss(contrastive_sum, diversity_loss(quantized.prob_perplexity, num_codevectors),
                                  out.feature_penalty, num_masked, cfg.diversity_loss_weight,
                                  cfg.feature_penalty_weight)
-        if n is None:  # compiled: a data-dependent slice would break the graph
-            n = num_masked
         return W2V2ForPreTrainingOutput(
             loss=parts.total, contrastive_loss_sum=parts.contrastive_sum, diversity_loss_sum=parts.diversity_sum,
             feature_penalty_sum=parts.feature_penalty_sum, prob_perplexity=quantized.prob_perplexity,
@@ -528,13 +527,13 @@ class W2V2ForPreTraining(W2V2PreTrainedModel):
         flat_mask = mask.flatten()
         row_of_frame = flat_mask.long().cumsum(0) - 1  # (B*T,) position in the masked list
         flat = negatives.long() + (torch.arange(batch, device=mask.device) * length)[:, None, None]  # (B, T, K)
+        flat = flat.clamp(0, batch * length - 1)  # entries at unmasked frames are arbitrary
         if not torch.compiler.is_compiling():
             if (((negatives < 0) | (negatives >= length)) & mask[..., None]).any():
                 raise ValueError(f"sampled_negative_indices must lie in [0, {length})")
-            if not (flat_mask[flat.clamp(0, batch * length - 1)] | ~mask[..., None]).all():
+            if not (flat_mask[flat] | ~mask[..., None]).all():
                 raise ValueError("sampled_negative_indices must point at masked frames of the same utterance")
-        picked = flat.flatten(0, 1)[order].clamp(0, batch * length - 1)  # (B*T, K)
-        return row_of_frame[picked].clamp_min(0)
+        return row_of_frame[flat.flatten(0, 1)[order]].clamp_min(0)  # (B*T, K)
 
 
 class W2V2ForCTC(W2V2PreTrainedModel):

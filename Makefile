@@ -10,9 +10,11 @@ FINETUNE_STEPS ?= 1500
 SEED ?= 0
 LM := $(RUNS)/lm/train-clean-4gram.arpa
 # bf16 autocast where the CPU computes bf16 natively (AVX512-BF16 or AMX; measured 1.6x per pretraining update and
-# 1.5x per fine-tuning update there) or on a GPU that supports it; fp32 elsewhere (emulated bf16 would be slower).
-BF16 ?= $(shell $(PYTHON) -c "import torch; print(str(torch.cuda.is_bf16_supported() if torch.cuda.is_available() \
-	else torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()).lower())" 2>/dev/null || echo false)
+# 1.5x per fine-tuning update there) or on a GPU that supports it; fp32 elsewhere (emulated bf16 is several times
+# slower: hf_wav2vec2.training.precision).
+BF16 ?= $(shell $(PYTHON) -c "import torch; from hf_wav2vec2.training.precision import cpu_computes_bf16; \
+	print(str(torch.cuda.is_bf16_supported() if torch.cuda.is_available() else cpu_computes_bf16()).lower())" \
+	2>/dev/null || echo false)
 
 .PHONY: setup test default corpus pretrain codebook finetune lm evaluate transcribe bench lint experiment
 

@@ -148,3 +148,15 @@ def test_a_scheduler_stepped_by_accelerate_is_refused_under_fp16():
     model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
     with pytest.raises(ValueError, match="step_scheduler_with_optimizer=False"):
         pretraining_update(accelerator, model, optimizer, scheduler, [_batch()], PretrainingState())
+
+
+def test_bf16_on_a_cpu_without_bf16_instructions_is_warned_about(monkeypatch):
+    from hf_wav2vec2.training import precision
+
+    monkeypatch.setattr(precision, "cpu_computes_bf16", lambda: False)
+    warning = precision.emulated_bf16_warning("cpu", True)
+    assert warning is not None and "AVX512-BF16" in warning and "fp32" in warning
+    assert precision.emulated_bf16_warning("cpu", False) is None
+    assert precision.emulated_bf16_warning("cuda", True) is None
+    monkeypatch.setattr(precision, "cpu_computes_bf16", lambda: True)
+    assert precision.emulated_bf16_warning("cpu", True) is None

@@ -43,6 +43,7 @@ from hf_wav2vec2.data import load_speech_dataset
 from hf_wav2vec2.data.ctc import processor_normalizer
 from hf_wav2vec2.decoding import KenLMBeamSearchDecoder, greedy_decode
 from hf_wav2vec2.evaluation import error_rates, transcribe_dataset
+from hf_wav2vec2.training.precision import emulated_bf16_warning
 
 logger = logging.getLogger("evaluate_ctc")
 
@@ -111,6 +112,8 @@ def run(argv: list[str] | None = None) -> dict:
     model = AutoModelForCTC.from_pretrained(args.model, trust_remote_code=args.trust_remote_code,
                                             dtype=getattr(torch, args.dtype))
     model.to(args.device).eval()
+    if (warning := emulated_bf16_warning(torch.device(args.device).type, args.dtype == "bfloat16")):
+        logger.warning(warning)
     vocab_size = model.config.vocab_size
 
     # 4. decoders: greedy, and beam search with the LM when given

@@ -108,6 +108,7 @@ from hf_wav2vec2.training import FINETUNING_RECIPES, choose_finetuning_recipe
 from hf_wav2vec2.training.allocator import use_huge_pages
 from hf_wav2vec2.training.checkpoints import check_output_dir, latest_checkpoint
 from hf_wav2vec2.training.finetune import CTCTrainer, argmax_logits, make_compute_metrics
+from hf_wav2vec2.training.precision import emulated_bf16_warning
 
 logger = logging.getLogger("train_ctc")
 
@@ -355,6 +356,9 @@ def main():
     transformers.utils.logging.set_verbosity_warning()
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # per-eval notes on dynamic batch sizes
     resume = check_run_options(args, training_args)
+    warning = emulated_bf16_warning(training_args.device.type, training_args.bf16)
+    if warning is not None:
+        logger.warning(warning)
     config = W2V2Config.from_pretrained(args.model_name_or_path)
 
     # 1. data: utterances with transcripts, normalised as the processor's (vocabulary, labels and references

@@ -68,6 +68,7 @@ from hf_wav2vec2.hub import (
 from hf_wav2vec2.training import adamw, choose_pretraining_recipe, polynomial_decay_lr_lambda
 from hf_wav2vec2.training.allocator import use_huge_pages
 from hf_wav2vec2.training.checkpoints import check_output_dir
+from hf_wav2vec2.training.precision import emulated_bf16_warning
 from hf_wav2vec2.training.pretraining import (
     STATE_FILE,
     PretrainingState,
@@ -198,6 +199,8 @@ def main():
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=config.layerdrop > 0)],
     )
     set_seed(args.seed)
+    if (warning := emulated_bf16_warning(accelerator.device.type, accelerator.mixed_precision == "bf16")) is not None:
+        logger.warning(warning)
     os.makedirs(args.output_dir, exist_ok=True)
     checkpoints = os.path.join(args.output_dir, "checkpoints")
     # Before any work: a folder holding another run is refused unless resumed or overwritten; resuming from an

@@ -12,14 +12,21 @@ Cases (``--only`` takes a comma-separated subset of the names):
     tiny  pretraining train step, W2V2Config.tiny(), 8 x 4 s
     base  pretraining train step, W2V2Config.base(), 2 x 8 s
     ctc   CTC inference, W2V2Config.base(vocab_size=32), 1 x 10 s
-each in fp32 and with ``torch.autocast(device_type, dtype=torch.bfloat16)`` (``--dtype fp32|bf16|both``).
+each in fp32 and with ``torch.autocast(device_type, dtype=torch.bfloat16)`` (``--dtype fp32|bf16|both``). On a CPU
+without bf16 instructions (no AVX512-BF16 or AMX; an AVX2 AMD EPYC in our measurements) torch emulates bf16, several
+times slower than fp32, so ``both`` runs only fp32 there (``--dtype bf16`` runs bf16 anyway).
 
 Method:
 - Weights: ours is built once per model (seed 0) and ``save_pretrained`` to a temporary folder; both
   ``hf_wav2vec2`` and ``transformers.Wav2Vec2For*`` load that folder with ``from_pretrained`` (our config writes
-  every field, so transformers reads the same model, dropout and layerdrop included). BASE drops each of its 12
-  Transformer blocks with probability 0.05 (LayerDrop), each implementation from its own RNG state, so a step
-  runs 10-12 blocks (about 5% of a BASE bf16 step each); a note lists how many each timed step ran.
+  every field, so transformers reads the same model, dropout and layerdrop included).
+- LayerDrop: BASE drops each of its 12 Transformer blocks with probability 0.05, so a step runs 10-12 blocks, each
+  about 5% of a step. Until 2026-12-07 each implementation drew them from its own RNG state, and with 3 timed steps
+  the luck of the draw moved a ratio by 5-10% (ours ran 11.7 blocks a step against transformers' 10.7 in one run).
+  Now the worker draws the plan of iteration i from a generator seeded with ``SEED + i`` (LayerDrop's probability,
+  the same in every implementation), turns the models' own draw off (layerdrop 0: our encoder's attribute,
+  transformers' config) and hands the encoder only the blocks to run; a skipped block costs nothing in either
+  implementation, as in their own LayerDrop. A note lists the blocks each timed step ran.
 - Train step = forward + backward of the summed loss + ``AdamW.step`` (fused, in both: ``train_pretrain.py``'s
   optimizer and the Trainer's default) + ``zero_grad``, ``model.train()``, Gumbel
   temperature set to the same value in both. Ours samples its masks and negatives itself (torch, on the device);
@@ -78,6 +85,8 @@ from dataclasses import dataclass
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry, sdpa_backward_flop_count, sdpa_flop_count
+
+from hf_wav2vec2.training.precision import cpu_computes_bf16
 
 RESULT_MARK = "BENCH_RESULT "
 READY_MARK = "BENCH_READY"
@@ -296,12 +305,23 @@ def run_worker(spec: dict) -> dict:
             return {"masked_frac": num_masked / (x.shape[0] * frames),
                     "contrastive_per_frame": contrastive.detach() / num_masked}
 
-    # Transformer blocks run per step: LayerDrop skips some, drawn by each implementation from its own RNG state
-    blocks_run, blocks = [0], []
-    count_blocks = case.kind == "train" and impl != "ours-compiled"
-    if count_blocks:
-        for layer in model.wav2vec2.encoder.layers:
-            layer.register_forward_pre_hook(lambda *_: blocks_run.__setitem__(0, blocks_run[0] + 1))
+    # LayerDrop by the driver's plan: iteration i runs the same blocks in every implementation (the docstring)
+    plan_layerdrop = case.kind == "train" and cfg.layerdrop > 0
+    if plan_layerdrop:
+        encoder, layerdrop = model.wav2vec2.encoder, cfg.layerdrop
+        all_layers = list(encoder.layers)
+        if impl == "transformers":
+            cfg.layerdrop = 0.0  # its encoder reads the config at each forward
+        else:
+            encoder.layerdrop = 0.0
+
+        def run_blocks(iteration: int) -> int:
+            rng = torch.Generator().manual_seed(SEED + iteration)
+            kept = torch.rand(len(all_layers), generator=rng) >= layerdrop
+            encoder._modules["layers"] = torch.nn.ModuleList(
+                [layer for layer, keep in zip(all_layers, kept.tolist()) if keep])
+            return int(kept.sum())
+    blocks = []
 
     memory = PeakMemory(device)
     memory.start()
@@ -310,14 +330,14 @@ def run_worker(spec: dict) -> dict:
     for i, x in enumerate(audios):
         sys.stdin.readline()  # the driver's "go": the implementations of a case take their steps in turn
         sync(device)
+        blocks_run = run_blocks(i) if plan_layerdrop else None
         t0, c0 = time.perf_counter(), time.process_time()
-        blocks_run[0] = 0
         out = step(x)
         sync(device)
         if i >= warmup:
             times.append(time.perf_counter() - t0)
             cpu_times.append(time.process_time() - c0)
-            blocks.append(blocks_run[0])
+            blocks.append(blocks_run)
         else:
             warmup_times.append(time.perf_counter() - t0)
         stats.append({k: float(v) for k, v in out.items()})
@@ -327,6 +347,8 @@ def run_worker(spec: dict) -> dict:
     sys.stdin.readline()  # the driver's "go" for the FLOP count too: it would slow another worker's timed step
     flops = None
     if impl != "ours-compiled":  # compiled code runs outside the dispatcher the counter listens on
+        if plan_layerdrop:
+            run_blocks(0)  # the blocks of the first iteration, whose audio it is
         with FlopCount() as counter:
             step(audios[0], counting=True)  # one more step, untimed
         flops = counter.total
@@ -338,7 +360,7 @@ def run_worker(spec: dict) -> dict:
         cpu_s=statistics.median(cpu_times),
         audio_s_per_s=case.audio_seconds / median, peak_mib=peak, param_mib=param_mib,
         memory_method=memory.method, threads=torch.get_num_threads(), flops=flops,
-        attn=getattr(cfg, "_attn_implementation", None), blocks=blocks if count_blocks else None,
+        attn=getattr(cfg, "_attn_implementation", None), blocks=blocks if plan_layerdrop else None,
         stats={k: statistics.mean(s[k] for s in stats) for k in stats[0]},
     )
     if "numpy_sampling_s" in extra:
@@ -507,6 +529,9 @@ def main(argv=None) -> None:
                                                                                  else ())
     dtypes = ["fp32", "bf16"] if args.dtype == "both" else [args.dtype]
     on_cuda = args.device.startswith("cuda")
+    emulated_bf16 = not on_cuda and not cpu_computes_bf16()
+    if emulated_bf16 and args.dtype == "both":  # hours of emulated bf16 steps that say nothing about either model
+        dtypes = ["fp32"]
     peak_tflops = args.peak_tflops or bf16_peak_tflops(args.device)
 
     # 5.1 header
@@ -521,6 +546,10 @@ def main(argv=None) -> None:
     busy = "  <- other processes are using the CPU: timings will be noisy" if not on_cuda and load > 0.5 else ""
     print(f"load average  : {load:.2f} (1 min) at start{busy}")
     print(f"matmul rate   : {matmul_gflops(args.device):.0f} GFLOP/s (fp32 2048 x 2048) at start")
+    if emulated_bf16:
+        print("bf16          : this CPU has no bf16 instructions (AVX512-BF16 or AMX): torch emulates bf16, several")
+        print("                times slower than fp32; " + ("bf16 rows skipped (--dtype bf16 runs them anyway)"
+                                                            if "bf16" not in dtypes else "the bf16 rows say little"))
     print("speed         : audio-seconds per wall-clock second, median of the timed iterations; train = forward +")
     print("                backward + AdamW step; transformers' train step includes its numpy mask/negative sampling")
     print("memory        : peak growth above the loaded model during the steps; "
@@ -617,8 +646,9 @@ def main(argv=None) -> None:
             notes.append(f"{label}: iterations {len(ours['times'])} timed, in turns; per-step s ours "
                          f"{[round(t, 3) for t in ours['times']]} theirs {[round(t, 3) for t in theirs['times']]}; "
                          f"median of the per-turn speed ratios {paired:.2f}x"
-                         + (f"; Transformer blocks run per step (LayerDrop) ours {ours['blocks']} theirs "
-                            f"{theirs['blocks']}" if ours.get("blocks") and theirs.get("blocks") else ""))
+                         + (f"; Transformer blocks run per step (LayerDrop, the same plan in both) ours "
+                            f"{ours['blocks']} theirs {theirs['blocks']}"
+                            if ours.get("blocks") and theirs.get("blocks") else ""))
     first = next((r for r in results.values() if "error" not in r), None)
     print()
     if first:

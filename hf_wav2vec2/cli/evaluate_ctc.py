@@ -112,7 +112,7 @@ def run(argv: list[str] | None = None) -> dict:
     model = AutoModelForCTC.from_pretrained(args.model, trust_remote_code=args.trust_remote_code,
                                             dtype=getattr(torch, args.dtype))
     model.to(args.device).eval()
-    if (warning := emulated_bf16_warning(torch.device(args.device).type, args.dtype == "bfloat16")):
+    if (warning := emulated_bf16_warning(torch.device(args.device).type, args.dtype == "bfloat16")) is not None:
         logger.warning(warning)
     vocab_size = model.config.vocab_size
 

@@ -356,8 +356,7 @@ def main():
     transformers.utils.logging.set_verbosity_warning()
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # per-eval notes on dynamic batch sizes
     resume = check_run_options(args, training_args)
-    warning = emulated_bf16_warning(training_args.device.type, training_args.bf16)
-    if warning is not None:
+    if (warning := emulated_bf16_warning(training_args.device.type, training_args.bf16)) is not None:
         logger.warning(warning)
     config = W2V2Config.from_pretrained(args.model_name_or_path)
 

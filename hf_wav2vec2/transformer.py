@@ -11,24 +11,22 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .configuration import W2V2Config
-from .ops import Dropout, activate_then_linear, dropout_attention
+from .ops import Dropout, activate_then_linear, conv1d_same_channels_last, dropout_attention
 
 
 class PositionalConvEmbedding(nn.Module):
-    """Grouped conv over time with weight normalisation (dim=2, as fairseq), 'same' length, GELU. (B, T, H) -> same."""
+    """Grouped conv over time with weight normalisation (dim=2, as fairseq), 'same' length, GELU. (B, T, H) -> same.
+
+    An even kernel with padding k // 2 would yield one frame too many: ``ops.conv1d_same_channels_last`` drops the
+    last (fairseq's SamePad); on CPU it computes the convolution by FFT."""
 
     def __init__(self, hidden_size: int, kernel: int, groups: int):
         super().__init__()
         conv = nn.Conv1d(hidden_size, hidden_size, kernel_size=kernel, padding=kernel // 2, groups=groups)
         self.conv = nn.utils.parametrizations.weight_norm(conv, name="weight", dim=2)
-        # An even kernel with padding k//2 yields one frame too many; drop the last (fairseq SamePad).
-        self.trim = 1 if kernel % 2 == 0 else 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        y = self.conv(x.transpose(1, 2))  # (B, H, T + trim)
-        if self.trim:
-            y = y[:, :, : -self.trim]
-        return F.gelu(y).transpose(1, 2)  # (B, T, H)
+        return F.gelu(conv1d_same_channels_last(x, self.conv.weight, self.conv.bias))  # (B, T, H)
 
 
 class Attention(nn.Module):

@@ -126,5 +126,8 @@ def test_compile_stages_keeps_the_checkpoint_format(tmp_path):
     assert list(loaded.state_dict()) == list(reference)
     x, attention_mask = _padded_batch()
     with torch.no_grad():
-        # compiled: torch's convolution; eager: matrix products (ops.conv1d_channels_last), another fp32 order
-        assert torch.allclose(model(x, attention_mask).logits, loaded(x, attention_mask).logits, atol=1e-5)
+        compiled, eager = model(x, attention_mask), loaded(x, attention_mask)
+    # compiled: torch's convolutions; eager: matrix products and an FFT (ops), another fp32 order. Over the real
+    # frames only: a padded frame's features are near zero, and its layer norms amplify that rounding to 1e-3.
+    for i, frames in enumerate(eager.frame_lengths.tolist()):
+        assert torch.allclose(compiled.logits[i, :frames], eager.logits[i, :frames], atol=1e-5)

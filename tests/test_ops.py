@@ -112,6 +112,67 @@ def test_group_norm_channels_last_computes_in_fp32_for_bf16():
         assert torch.allclose(a.float(), b.float(), atol=5e-2, rtol=2e-2)
 
 
+def _same_conv(x, weight, bias):
+    """The oracle: the positional embedding's convolution as nn.Conv1d computes it, the last frame dropped."""
+    kernel, groups = weight.shape[2], x.shape[2] // weight.shape[1]
+    y = F.conv1d(x.transpose(1, 2), weight, bias, padding=kernel // 2, groups=groups)
+    return y[:, :, : x.shape[1]].transpose(1, 2)
+
+
+@pytest.mark.parametrize("batch,length,kernel,groups", [(2, 119, 16, 2), (1, 50, 15, 4), (3, 9, 8, 1), (2, 40, 1, 2),
+                                                        (1, 500, 128, 16)])
+def test_conv1d_same_channels_last_fft_equals_torch_conv(batch, length, kernel, groups):
+    """The FFT path (even and odd kernels, a length within one block, lengths that are no multiple of the block,
+    BASE's kernel and groups): output and gradients for input, weight and bias equal the convolution's in fp64, and
+    the output to fp32 rounding in fp32."""
+    torch.manual_seed(0)
+    channels = 8 * groups
+    x = torch.randn(batch, length, channels, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(channels, channels // groups, kernel, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(channels, dtype=torch.float64, requires_grad=True)
+    n = ops._fft_length(kernel)
+    if batch * length >= 2 * n:  # the public function takes the FFT path too
+        assert torch.equal(ops.conv1d_same_channels_last(x, weight, bias), ops._conv_same_fft(x, weight, bias, n))
+    got, ref = ops._conv_same_fft(x, weight, bias, n), _same_conv(x, weight, bias)
+    assert torch.allclose(got, ref, atol=1e-10 * ref.abs().max().item())
+    params = (x, weight, bias)
+    weights = torch.randn_like(ref)
+    for a, b in zip(_grads(got, params, weights), _grads(ref, params, weights)):
+        assert torch.allclose(a, b, atol=1e-10 * b.abs().max().item())
+    fp32 = ops._conv_same_fft(x.float(), weight.float(), bias.float(), n)
+    assert fp32.dtype == torch.float32
+    assert (fp32 - ref).abs().max() <= 1e-6 * ref.abs().max()
+
+
+def test_conv1d_same_channels_last_short_inputs_are_torch_conv():
+    """Fewer than 2n frames in the batch: the convolution itself."""
+    torch.manual_seed(0)
+    x, weight, bias = torch.randn(1, 20, 32), torch.randn(32, 2, 16), torch.randn(32)
+    assert 20 < 2 * ops._fft_length(16)
+    assert torch.equal(ops.conv1d_same_channels_last(x, weight, bias), _same_conv(x, weight, bias))
+
+
+def test_conv1d_same_channels_last_under_bf16_autocast_is_as_close_as_torch_conv():
+    """Under autocast the FFT path computes in fp32 and rounds its output to bf16: output and gradients at least as
+    close to fp32 as the bf16 convolution's."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 300, 64, requires_grad=True)
+    weight, bias = torch.randn(64, 16, 32, requires_grad=True), torch.randn(64, requires_grad=True)
+    params = (x, weight, bias)
+    ref = _same_conv(x, weight, bias)
+    fp32 = _grads(ref, params, 1.0)
+    errors = []
+    for ours in (False, True):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = ops.conv1d_same_channels_last(x, weight, bias) if ours else _same_conv(x, weight, bias)
+        assert y.dtype == torch.bfloat16
+        grads = _grads(y.float(), params, 1.0)
+        errors.append([(y.float() - ref).abs().max() / ref.abs().max(),
+                       *[(a - b).abs().max() / b.abs().max() for a, b in zip(grads, fp32)]])
+    for ours, theirs in zip(errors[1], errors[0]):
+        assert ours <= theirs + 1e-3
+
+
 @pytest.mark.parametrize("norm", ["group", "layer", None])
 @pytest.mark.parametrize("sliced", [False, True])
 def test_activate_then_conv_equals_the_plain_graph(norm, sliced, monkeypatch):

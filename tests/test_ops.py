@@ -121,10 +121,13 @@ def _same_conv(x, weight, bias):
 
 @pytest.mark.parametrize("batch,length,kernel,groups", [(2, 119, 16, 2), (1, 50, 15, 4), (3, 9, 8, 1), (2, 40, 1, 2),
                                                         (1, 500, 128, 16)])
-def test_conv1d_same_channels_last_fft_equals_torch_conv(batch, length, kernel, groups):
+@pytest.mark.parametrize("chunked", [False, True])
+def test_conv1d_same_channels_last_fft_equals_torch_conv(batch, length, kernel, groups, chunked, monkeypatch):
     """The FFT path (even and odd kernels, a length within one block, lengths that are no multiple of the block,
-    BASE's kernel and groups): output and gradients for input, weight and bias equal the convolution's in fp64, and
-    the output to fp32 rounding in fp32."""
+    BASE's kernel and groups; all blocks at once, or one block of the batch at a time): output and gradients for
+    input, weight and bias equal the convolution's in fp64, and the output to fp32 rounding in fp32."""
+    if chunked:
+        monkeypatch.setattr(ops, "_FFT_COLUMNS", 1)
     torch.manual_seed(0)
     channels = 8 * groups
     x = torch.randn(batch, length, channels, dtype=torch.float64, requires_grad=True)

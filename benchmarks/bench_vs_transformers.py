@@ -72,6 +72,7 @@ import argparse
 import contextlib
 import gc
 import json
+import math
 import os
 import platform
 import re
@@ -237,13 +238,8 @@ def conv_backward_flops(grad_out_shape, x_shape, weight_shape, transposed: bool,
     """FLOPs of a convolution's input and weight gradients: each does the forward's multiply-adds, one per (output
     position, weight element of its group) pair, i.e. per output element (per input element, transposed) times the
     weight's elements per output channel (C_in / groups x kernel)."""
-    positions = 1
-    for size in (x_shape if transposed else grad_out_shape):
-        positions *= size
-    per_position = 1
-    for size in weight_shape[1:]:
-        per_position *= size
-    return 2 * positions * per_position * (int(output_mask[0]) + int(output_mask[1]))
+    positions = math.prod(x_shape if transposed else grad_out_shape)
+    return 2 * positions * math.prod(weight_shape[1:]) * (int(output_mask[0]) + int(output_mask[1]))
 
 
 def make_audio(case: Case, iteration: int, device: str) -> torch.Tensor:

@@ -1,6 +1,7 @@
 """Parity with transformers' wav2vec2 (the oracle): same weights, masks and negatives -> same outputs and losses."""
 
 import copy
+import statistics
 
 import torch
 from conftest import tiny_config, tiny_hf_config
@@ -133,9 +134,10 @@ def test_training_gradients_match(variant, tmp_path):
 
     In fp64 the gradients agree to 1e-9 of the largest (the same function). In fp32 both differ from the fp64
     gradient by rounding (up to 1e-5 of the largest gradient here), each in its own way since the summation orders
-    differ: ours must be no farther from it than 4 times transformers' distance, for every parameter. (That ratio
-    is one draw of rounding noise: over model seeds 0-3 its median over the parameters was 0.24-1.4, its maximum
-    1.1-3.2.)"""
+    differ. The ratio of our distance to transformers' is one draw of rounding noise, shared by every parameter
+    behind the CTC gradient where it starts (lm_head.bias, a plain sum of dL/dlogits, already shows it). Over model
+    seeds 0-3 its median over the parameters was 0.24-1.4 and its maximum 1.1-3.2 on an Intel Xeon (AMX), 0.5-3.5
+    and 0.8-7.0 on an AMD EPYC with AVX-512: so the median must stay within 4x and every parameter within 10x."""
     no_noise = dict(hidden_dropout=0.0, attention_dropout=0.0, activation_dropout=0.0, feat_proj_dropout=0.0,
                     final_dropout=0.0, layerdrop=0.0, mask_time_prob=0.0, feature_grad_mult=1.0)
     hf = Wav2Vec2ForCTC(tiny_hf_config(variant, **no_noise)).train()
@@ -148,6 +150,7 @@ def test_training_gradients_match(variant, tmp_path):
         model(x.to(next(model.parameters()).dtype), labels=labels).loss.backward()
         grads[key] = {name: p.grad for name, p in model.named_parameters()}
     scale = max(g.abs().max() for g in grads["hf64"].values() if g is not None)  # floor for zero gradients (k bias)
+    ratios = []
     for name, got in grads["ours"].items():
         ref = grads["hf"][name]
         if ref is None:  # transformers' masked_spec_embed: unused without masking
@@ -157,4 +160,6 @@ def test_training_gradients_match(variant, tmp_path):
         torch.testing.assert_close(exact, exact_ref, atol=1e-9 * scale, rtol=1e-9, msg=name)
         ours_error = (got.double() - exact).abs().max()
         their_error = (ref.double() - exact).abs().max()
-        assert ours_error <= 4 * their_error + 1e-7 * scale, (name, ours_error, their_error)
+        assert ours_error <= 10 * their_error + 1e-7 * scale, (name, ours_error, their_error)
+        ratios.append(float(ours_error / (their_error + 1e-7 * scale)))
+    assert statistics.median(ratios) <= 4, sorted(ratios)

@@ -22,7 +22,7 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	# torch first, pinned: on our machines 2.13.0 resolves to the local CPU build (a looser pin pulls CUDA wheels).
 	$(PYTHON) -m pip install --quiet torch==2.13.0
-	$(PYTHON) -m pip install --quiet -e ".[dev,lm]"
+	$(PYTHON) -m pip install --quiet -e ".[dev,lm,corpus,figures]"
 	mkdir -p .make && touch $(STAMP)
 
 test: setup

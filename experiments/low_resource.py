@@ -147,7 +147,11 @@ def labelled_minutes(dataset: Path, split: str) -> float:
 
 def plot(results: dict, path: Path) -> None:
     """Test CER (%) against labelled minutes (log scale), one line per arm."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise ImportError("the experiment's figure needs matplotlib: the `figures` extra, pip install "
+                          "'.[figures]' in a clone of hf_wav2vec2") from error
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

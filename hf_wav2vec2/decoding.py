@@ -145,8 +145,8 @@ class KenLMBeamSearchDecoder:
             from flashlight.lib.text.decoder.kenlm import KenLM
             from flashlight.lib.text.dictionary import Dictionary
         except ImportError as error:
-            raise ImportError("beam search with a KenLM language model needs flashlight-text: "
-                              'pip install "hf_wav2vec2[lm]" (or pip install flashlight-text)') from error
+            raise ImportError("beam search with a KenLM language model needs flashlight-text: pip install "
+                              '".[lm]" in a clone of hf_wav2vec2 (or pip install flashlight-text)') from error
         kenlm_model = os.fspath(kenlm_model)
         if not os.path.isfile(kenlm_model):
             raise FileNotFoundError(f"{kenlm_model}: no such KenLM model file")

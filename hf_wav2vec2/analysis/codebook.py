@@ -154,7 +154,11 @@ def plot_p_phone_given_code(code_keys: list, phone_keys: list[str], counts: np.n
                             top_codes: int = 100) -> None:
     """Figure 3: P(phone | code) for the ``top_codes`` most used codes (columns, grouped by their most likely phone)
     against the phones (rows, most frequent first)."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError as error:
+        raise ImportError("the codebook figure needs matplotlib: the `figures` extra, pip install '.[figures]' in a "
+                          "clone of hf_wav2vec2") from error
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -50,7 +50,11 @@ class Synthesizer:
     """espeak-ng in this process. The library has global state: create one per process (``get_synthesizer``)."""
 
     def __init__(self):
-        import espeakng_loader  # the wheel that carries libespeak-ng and espeak-ng-data
+        try:
+            import espeakng_loader  # the wheel that carries libespeak-ng and espeak-ng-data
+        except ImportError as error:
+            raise ImportError("the synthetic corpus needs eSpeak NG, the `corpus` extra: pip install '.[corpus]' in "
+                              "a clone of hf_wav2vec2 (make setup installs every extra)") from error
 
         self._lib = ctypes.CDLL(espeakng_loader.get_library_path())
         self._lib.espeak_Initialize.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_char_p, ctypes.c_int]

@@ -50,7 +50,7 @@ Method:
 - Model FLOPs: after the timed steps, each eager worker runs one more step under ``FlopCount`` (the formulas of
   ``torch.utils.flop_counter``: matmuls, convolutions, attention; forward and backward). Transformers' count is
   the model's FLOPs for both rows (ours is printed in a note; on CPU it is lower, as the counter sees only the
-  small products of our FFT positional convolution, ``ops.conv1d_same_channels_last``): model TFLOP/s = that
+  small products of our FFT positional convolution, ``kernels_fft.conv1d_same_channels_last``): model TFLOP/s = that
   count / median step time, and for bf16 on a GPU the model FLOPs utilisation against its dense bf16 peak
   (``BF16_PEAK_TFLOPS``, or ``--peak_tflops``). The counting steps also take turns: until 2026-12-07 a worker
   began its own as soon as its last step ended, while the other implementation took its last timed step, which

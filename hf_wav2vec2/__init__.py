@@ -5,8 +5,9 @@ Importing the package registers the classes with the transformers Auto classes (
 
 from transformers import AutoConfig, AutoModel, AutoModelForCTC, AutoModelForPreTraining
 
-from .configuration import W2V2Config, check_model_path
-from .feature_encoder import num_frames
+from .configuration import W2V2Config
+from .frames import num_frames
+from .loading import check_model_path
 from .modeling import (
     W2V2BaseModelOutput,
     W2V2CTCOutput,

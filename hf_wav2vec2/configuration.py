@@ -8,62 +8,19 @@ schedule, ...) carry the paper's values. Presets: :meth:`W2V2Config.base`, :meth
 
 from __future__ import annotations
 
-import difflib
 import functools
 import operator
-import os
 
 from huggingface_hub.dataclasses import strict
-from huggingface_hub.errors import HFValidationError
-from huggingface_hub.utils import validate_repo_id
 from transformers import PreTrainedConfig
 from transformers.activations import ACT2FN
+
+from .frames import receptive_field
+from .loading import check_model_path
 
 PRESETS = ("base", "large_lv60", "tiny")
 # Every preset (and every official checkpoint) takes 16 kHz audio; the one sampling-rate constant of the package.
 SAMPLING_RATE = 16000
-
-
-def looks_like_local_path(name: str) -> bool:
-    """True for a name that can only mean a local path, never a Hub id: it starts with ``./``, ``../``, ``/`` or
-    ``~``, contains the OS's own separator (where that is not ``/``), has more than one ``/``, is not a valid Hub id
-    (a trailing slash, spaces, ...), or its first component is a folder here (``runs/typo`` beside ``runs/``).
-    Model and dataset loaders both use it, so that a mistyped local path is reported as missing, not sent to the
-    Hub."""
-    if name.startswith(("./", "../", "/", "~")) or name.count("/") > 1 or \
-            any(sep in name for sep in (os.sep, os.altsep) if sep and sep != "/"):
-        return True
-    if "/" in name and os.path.isdir(name.split("/", 1)[0]):
-        return True
-    try:
-        validate_repo_id(name)
-    except HFValidationError:
-        return True
-    return False
-
-
-def check_model_path(name_or_path) -> None:
-    """Raise FileNotFoundError when ``name_or_path`` is meant to be a local model folder that does not exist.
-
-    transformers treats every path it cannot find as a Hub id and reports a network problem (offline: "couldn't
-    connect to huggingface.co"), which hides a mistyped ``runs/typo``. Which names are local:
-    :func:`looks_like_local_path`; other names (``facebook/wav2vec2-base``) are left to transformers' Hub lookup.
-    """
-    if not isinstance(name_or_path, (str, os.PathLike)):
-        return
-    name = os.fspath(name_or_path)
-    if not name or os.path.exists(os.path.expanduser(name)) or not looks_like_local_path(name):
-        return
-    path = os.path.abspath(os.path.expanduser(name))
-    parent = os.path.dirname(path)
-    while parent and not os.path.isdir(parent):
-        parent = os.path.dirname(parent)
-    hint = ""
-    if os.path.isdir(parent) and os.path.dirname(path) == parent:
-        close = difflib.get_close_matches(os.path.basename(path), sorted(os.listdir(parent)), n=3)
-        hint = f"; did you mean {', '.join(os.path.join(os.path.dirname(name), c) for c in close)}?" if close else ""
-    raise FileNotFoundError(f"model folder {name!r} does not exist ({path}; nearest existing folder: {parent}){hint}. "
-                            "It looks like a local path, so the Hub was not asked.")
 
 
 @strict
@@ -264,8 +221,6 @@ class W2V2Config(PreTrainedConfig):
     def receptive_field(self) -> int:
         """Audio samples seen by one output frame, the shortest input that gives a frame (400 = 25 ms at 16 kHz for
         every preset)."""
-        from .feature_encoder import receptive_field  # the frame arithmetic lives in one module
-
         return receptive_field(self.conv_kernel, self.conv_stride)
 
     def validate_architecture(self):

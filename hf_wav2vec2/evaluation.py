@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from .data import AudioDataset
 from .decoding import output_frame_lengths
-from .feature_encoder import receptive_field
+from .frames import receptive_field
 
 
 def transcribe_dataset(

@@ -17,7 +17,8 @@ import hashlib
 
 import torch
 
-from .feature_encoder import FeatureEncoder, num_frames
+from .feature_encoder import FeatureEncoder
+from .frames import num_frames
 
 
 class FeatureCache:

@@ -1,52 +1,18 @@
-"""The CNN feature encoder ``f: X -> Z`` (section 2), its frame arithmetic, and the projection to the model width.
-
-:func:`num_frames` and :func:`receptive_field` are the one place where audio samples become frames: the model, the
-collators and the config call them; the CTC loss, the Trainer, the pipeline and dataset transcription read the
-frame counts the model returns.
-"""
+"""The CNN feature encoder ``f: X -> Z`` (section 2) and the projection to the model width. Its frame arithmetic is
+in :mod:`.frames`."""
 
 from __future__ import annotations
-
-from collections.abc import Sequence
 
 import torch
 from torch import nn
 from transformers.activations import ACT2FN
 
 from .configuration import W2V2Config
-from .ops import (
-    Dropout,
-    activate_then_conv,
-    conv1d_channels_last,
-    conv_group_norm,
-    grad_multiply,
-    group_norm_channels_last,
-)
-
-
-def num_frames(num_samples: int | torch.Tensor, conv_kernel: Sequence[int], conv_stride: Sequence[int]):
-    """Frames produced by a stack of unpadded 1-D convolutions from ``num_samples`` samples (int or LongTensor).
-
-    Each layer maps ``L -> floor((L - kernel) / stride) + 1``; a result below 1 means the audio is shorter than the
-    receptive field (callers check ``W2V2Config.receptive_field``).
-    """
-    for kernel, stride in zip(conv_kernel, conv_stride):
-        num_samples = (num_samples - kernel) // stride + 1
-    return num_samples
-
-
-def receptive_field(conv_kernel: Sequence[int], conv_stride: Sequence[int]) -> int:
-    """Audio samples seen by one output frame: the shortest input for which :func:`num_frames` is 1."""
-    field, jump = 1, 1
-    for kernel, stride in zip(conv_kernel, conv_stride):
-        field += (kernel - 1) * jump
-        jump *= stride
-    return field
-
-
-def frame_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
-    """(B,) lengths -> (B, max_len) bool, True on the first ``lengths[b]`` positions."""
-    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+from .frames import frame_mask, num_frames
+from .kernels_conv import conv1d_channels_last
+from .kernels_dropout import Dropout
+from .kernels_norm import conv_group_norm, group_norm_channels_last
+from .kernels_recompute import activate_then_conv, grad_multiply
 
 
 class ConvLayer(nn.Module):
@@ -54,7 +20,7 @@ class ConvLayer(nn.Module):
     None, ``"group"`` (per-channel over time) or ``"layer"``.
 
     Parameter names (``conv``, ``layer_norm``) follow the official checkpoints. ``FeatureEncoder`` calls ``conv`` and
-    ``activate`` separately (the module has no ``forward``), so that ``ops.activate_then_conv`` can fuse one layer's
+    ``activate`` separately (the module has no ``forward``), so that ``activate_then_conv`` can fuse one layer's
     activation with the next layer's convolution (what gradient checkpointing would keep, without computing the
     convolution twice).
     """
@@ -83,7 +49,7 @@ class ConvLayer(nn.Module):
 
     def conv_then_activate(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
         """The whole layer, ``activate(conv(x), valid)``: (B, L, C_in) -> (B, L', C_out). A group norm takes its
-        statistics from the convolution's inputs (``ops.conv_group_norm``)."""
+        statistics from the convolution's inputs (``conv_group_norm``)."""
         if self.norm == "group":
             return self.activation(conv_group_norm(x, self.conv, self.layer_norm, valid))
         return self.activate(conv1d_channels_last(x, self.conv), valid)
@@ -102,7 +68,7 @@ class ConvLayer(nn.Module):
 class FeatureEncoder(nn.Module):
     """Raw audio (B, L) -> conv features (B, T, C), with the gradient into it scaled by ``feature_grad_mult``.
 
-    Channels-last throughout: every convolution is :func:`ops.conv1d_channels_last` (matrix products on CPU), the
+    Channels-last throughout: every convolution is :func:`conv1d_channels_last` (matrix products on CPU), the
     norms and activations act on (B, L', C), and the output is already time-major for the projection.
     """
 
@@ -126,7 +92,7 @@ class FeatureEncoder(nn.Module):
         """input_values: (B, L) float; lengths: (B,) real samples per item or None (no padding) -> (B, T, C).
 
         Layer i is ``activate_i(conv_i(x))``; the loop groups it as ``activate_{i-1}`` fused with ``conv_i``
-        (``ops.activate_then_conv`` keeps one tensor per layer for the backward pass), then the last ``activate``.
+        (``activate_then_conv`` keeps one tensor per layer for the backward pass), then the last ``activate``.
         With gradients the whole first layer joins the first group (``conv_1(activate_0(conv_0(audio)))`` keeps only
         the audio; the first layer is recomputed in the backward pass, over slices of the batch). Only the first
         layer's norm (group norm) reads the real-frame mask.

@@ -6,11 +6,7 @@ Parameter names and shapes are those of the official Hugging Face checkpoints, s
 
 from __future__ import annotations
 
-import glob
-import json
 import math
-import os
-import struct
 from dataclasses import dataclass
 
 import torch
@@ -19,8 +15,15 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .configuration import W2V2Config, check_model_path
-from .feature_encoder import ConvLayer, FeatureEncoder, FeatureProjection, frame_mask, num_frames
+# Saved folders carry this file and, recursively, the files it imports as ``from .x import``: transformers' remote-code
+# saving (custom_object_save) follows only relative imports of sibling files. So every module the model needs is a
+# sibling of this one (no subpackages) and imports only the standard library, torch, transformers and huggingface_hub
+# (hub.check_code_imports enforces that when a folder is written).
+from .configuration import W2V2Config
+from .feature_encoder import ConvLayer, FeatureEncoder, FeatureProjection
+from .frames import frame_mask, num_frames
+from .kernels_dropout import Dropout
+from .loading import check_loaded_weights, check_model_path, safetensors_problem, weight_files
 from .losses import (
     contrastive_logits,
     contrastive_loss,
@@ -30,7 +33,6 @@ from .losses import (
     pretraining_loss,
 )
 from .masking import compute_channel_mask, compute_span_mask, sample_negatives
-from .ops import Dropout
 from .quantizer import GumbelQuantizer
 from .transformer import Encoder, PositionalConvEmbedding
 
@@ -103,12 +105,6 @@ class W2V2CTCOutput(ModelOutput):
 
 
 # -------------------------------------------------------------------------------------------------- base class
-# Parameters a folder may legitimately lack: the heads (a pretraining folder has no CTC projection, a fine-tuned one no
-# quantizer) and the mask embedding (official folders carry it only when their config masks).
-HEAD_PREFIXES = ("lm_head.", "quantizer.", "project_q.", "project_hid.")
-OPTIONAL_BASE_PARAMETERS = ("masked_spec_embed",)
-
-
 class W2V2PreTrainedModel(PreTrainedModel):
     config_class = W2V2Config
     base_model_prefix = "wav2vec2"
@@ -137,12 +133,12 @@ class W2V2PreTrainedModel(PreTrainedModel):
             # safetensors' own error names no file (this code may run where safetensors is not importable by name)
             if type(error).__name__ != "SafetensorError":
                 raise
-            files = _weight_files(pretrained_model_name_or_path, kwargs.get("subfolder", ""))
-            damaged = [f for f in files if _safetensors_problem(f)] or files or [str(pretrained_model_name_or_path)]
+            files = weight_files(pretrained_model_name_or_path, kwargs.get("subfolder", ""))
+            damaged = [f for f in files if safetensors_problem(f)] or files or [str(pretrained_model_name_or_path)]
             raise OSError(f"damaged safetensors file {', '.join(damaged)}: {error}") from error
-        source = ", ".join(_weight_files(pretrained_model_name_or_path, kwargs.get("subfolder", ""))) \
+        source = ", ".join(weight_files(pretrained_model_name_or_path, kwargs.get("subfolder", ""))) \
             or str(pretrained_model_name_or_path)
-        _check_loaded_weights(model, info, source)
+        check_loaded_weights(model, info, source)
         return (model, info) if want_info else model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
@@ -241,60 +237,6 @@ class W2V2PreTrainedModel(PreTrainedModel):
 
     def _base(self) -> W2V2Model:
         return self if isinstance(self, W2V2Model) else self.wav2vec2
-
-
-def _weight_files(name_or_path, subfolder: str = "") -> list[str]:
-    """The weight files of a local model folder (safetensors, else PyTorch .bin), or [] for a Hub id."""
-    folder = os.path.join(os.fspath(name_or_path), subfolder or "")
-    if not os.path.isdir(folder):
-        return []
-    files = sorted(glob.glob(os.path.join(folder, "*.safetensors")))
-    return files or sorted(glob.glob(os.path.join(folder, "*.bin")))
-
-
-def _safetensors_problem(path: str) -> str | None:
-    """What is wrong with a safetensors file's framing (8-byte header size, JSON header, data length), or None.
-    Checked with the standard library so that the error can say which of several files is damaged."""
-    try:
-        with open(path, "rb") as handle:
-            size = os.fstat(handle.fileno()).st_size
-            (header_len,) = struct.unpack("<Q", handle.read(8))
-            if header_len > size - 8:
-                return "header longer than the file"
-            header = json.loads(handle.read(header_len))
-        ends = [entry["data_offsets"][1] for key, entry in header.items() if key != "__metadata__"]
-        if 8 + header_len + max(ends, default=0) != size:
-            return "data does not match the header's offsets"
-    except (OSError, ValueError, KeyError, TypeError, IndexError, struct.error) as error:
-        return str(error) or type(error).__name__
-    return None
-
-
-def _check_loaded_weights(model: PreTrainedModel, info: dict, source: str) -> None:
-    """Raise when the loaded weights cannot be trusted (see ``W2V2PreTrainedModel.from_pretrained``)."""
-    not_loaded = set(info.get("missing_keys", ())) | {
-        m[0] if isinstance(m, (tuple, list)) else m for m in info.get("mismatched_keys", ())}
-    base_missing = sorted(k for k in not_loaded
-                          if not k.startswith(HEAD_PREFIXES) and k.rsplit(".", 1)[-1] not in OPTIONAL_BASE_PARAMETERS)
-    if base_missing:
-        unexpected = sorted(info.get("unexpected_keys", ()))
-        fairseq = any(k.startswith(("w2v_encoder.", "post_extract_proj", "encoder.pos_conv.0", "mask_emb"))
-                      or ".self_attn." in k for k in unexpected)
-        hint = (" These look like fairseq names: convert the checkpoint with `python -m hf_wav2vec2.convert_fairseq "
-                "--checkpoint CKPT.pt --output_dir DIR`." if fairseq else "")
-        unused = (f"; {len(unexpected)} weights in the file are not used ({', '.join(unexpected[:5])}"
-                  f"{', ...' if len(unexpected) > 5 else ''})" if unexpected else "")
-        raise ValueError(
-            f"the weights in {source} do not fit {type(model).__name__}: {len(base_missing)} of its "
-            f"{len(model.state_dict())} parameters are missing or of another shape ({', '.join(base_missing[:5])}"
-            f"{', ...' if len(base_missing) > 5 else ''}){unused}. Loading would leave them randomly "
-            f"initialised.{hint}")
-    bad = [name for name, tensor in model.state_dict().items()
-           if tensor.is_floating_point() and name not in not_loaded and not bool(torch.isfinite(tensor).all())]
-    if bad:
-        raise ValueError(f"the weights in {source} contain NaN or infinite values in {len(bad)} tensors "
-                         f"({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''}): the file is damaged or the "
-                         "training diverged")
 
 
 # ------------------------------------------------------------------------------------------------------- model
@@ -454,9 +396,8 @@ class W2V2ForPreTraining(W2V2PreTrainedModel):
             raise ValueError("no frame is masked: the contrastive task needs at least one masked frame per batch")
 
         # Rows of every tensor below: all B*T frames, the N masked ones first (in order), then the others, which are
-        # computed and count nowhere. The shapes do not depend on N: with (N, ...) tensors the masked count, which
-        # changes every step, changed the sizes of the allocations and fragmented glibc's heap (BASE 2 x 8 s: peak
-        # RSS +25-60 MiB a step, without end; flat at fixed shapes).
+        # computed and count nowhere. The shapes do not depend on N: (N, ...) tensors would change the sizes of the
+        # allocations every step and fragment glibc's heap (docs/performance.md).
         batch, length = mask.shape
         order = torch.sort((~mask.flatten()).to(torch.uint8), stable=True).indices  # (B*T,)
         rows = torch.arange(batch * length, device=mask.device) < num_masked  # (B*T,) the masked frames

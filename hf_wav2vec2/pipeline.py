@@ -23,7 +23,7 @@ from transformers import AutomaticSpeechRecognitionPipeline, pipeline
 from .configuration import SAMPLING_RATE
 from .data import decode_audio
 from .decoding import KenLMBeamSearchDecoder, output_frame_lengths
-from .feature_encoder import receptive_field
+from .frames import receptive_field
 
 # Inputs longer than this are cut into chunks of this length (with transformers' default stride, a sixth of it on
 # each side): memory stays that of one such chunk, whatever the length of the input (a 1 h file included).

@@ -11,13 +11,16 @@ from transformers.activations import ACT2FN
 from transformers.modeling_layers import GradientCheckpointingLayer
 
 from .configuration import W2V2Config
-from .ops import Dropout, activate_then_linear, conv1d_same_channels_last, dropout_attention
+from .kernels_attention import dropout_attention
+from .kernels_dropout import Dropout
+from .kernels_fft import conv1d_same_channels_last
+from .kernels_recompute import activate_then_linear
 
 
 class PositionalConvEmbedding(nn.Module):
     """Grouped conv over time with weight normalisation (dim=2, as fairseq), 'same' length, GELU. (B, T, H) -> same.
 
-    An even kernel with padding k // 2 would yield one frame too many: ``ops.conv1d_same_channels_last`` drops the
+    An even kernel with padding k // 2 would yield one frame too many: ``conv1d_same_channels_last`` drops the
     last (fairseq's SamePad); on CPU it computes the convolution by FFT."""
 
     def __init__(self, hidden_size: int, kernel: int, groups: int):

@@ -13,7 +13,7 @@ from transformers import Wav2Vec2ForPreTraining
 
 from hf_wav2vec2 import W2V2ForPreTraining
 from hf_wav2vec2.analysis import codebook
-from hf_wav2vec2.feature_encoder import receptive_field
+from hf_wav2vec2.frames import receptive_field
 
 
 def test_codes_that_equal_phones_give_purity_and_pnmi_one():

@@ -13,11 +13,11 @@ from conftest import tiny_config
 from torch._dynamo.utils import counters
 
 from hf_wav2vec2 import W2V2ForCTC, W2V2ForPreTraining
-from hf_wav2vec2.feature_encoder import frame_mask
+from hf_wav2vec2.frames import frame_mask
 from hf_wav2vec2.masking import compute_span_mask, sample_negatives
 
 # Everything that changes the traced code in training: dropout, LayerDrop, a padded batch. No activation dropout, as
-# in the paper's pretraining: the feed-forward then runs the memory-saving ops.activate_then_linear.
+# in the paper's pretraining: the feed-forward then runs the memory-saving kernels_recompute.activate_then_linear.
 TRAINING = dict(hidden_dropout=0.1, attention_dropout=0.1, activation_dropout=0.0, feat_proj_dropout=0.1,
                 layerdrop=0.3, num_hidden_layers=3)
 
@@ -109,7 +109,7 @@ def test_compiled_pretraining_step_equals_eager():
     assert any(g is None for g in grads_e.values())  # LayerDrop skipped a block at this seed: no gradient, both
     for name, g in grads_e.items():
         if g is not None:
-            # compiled: torch's convolution; eager: matrix products (ops.conv1d_channels_last), another fp32 order
+            # compiled: torch's convolution; eager: matrix products (conv1d_channels_last), another fp32 order
             assert torch.allclose(grads_c[name], g, rtol=1e-4, atol=max(1e-6, 2e-6 * g.abs().max().item())), name
     # feature encoder, projection, positional conv, one graph for the three blocks
     assert counters["stats"]["unique_graphs"] == 4

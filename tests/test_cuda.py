@@ -13,7 +13,7 @@ from accelerate.state import AcceleratorState
 from conftest import tiny_config, tiny_hf_config
 from transformers import Wav2Vec2ForCTC, Wav2Vec2ForPreTraining
 
-from hf_wav2vec2 import W2V2ForCTC, W2V2ForPreTraining, ops
+from hf_wav2vec2 import W2V2ForCTC, W2V2ForPreTraining, kernels_attention, kernels_recompute
 from hf_wav2vec2.feature_encoder import ConvLayer
 from hf_wav2vec2.training import adamw
 from hf_wav2vec2.training.pretraining import PretrainingState, pretraining_update
@@ -140,7 +140,7 @@ def test_memory_saving_kernels_equal_their_plain_expressions(dtype):
     results = []
     for fused in (True, False):
         with autocast:
-            y = ops.activate_then_conv(x, prev.activate, conv, valid, prev.norm_parameters()) if fused \
+            y = kernels_recompute.activate_then_conv(x, prev.activate, conv, valid, prev.norm_parameters()) if fused \
                 else conv(prev.activate(x, valid).transpose(1, 2)).transpose(1, 2)
         results.append((y.float(), torch.autograd.grad(y.float().square().sum(), params)))
     torch.testing.assert_close(results[0][0], results[1][0], **tol)
@@ -152,7 +152,7 @@ def test_memory_saving_kernels_equal_their_plain_expressions(dtype):
     results = []
     for fused in (True, False):
         with autocast:
-            y = ops.activate_then_linear(h, torch.nn.functional.gelu, linear) if fused \
+            y = kernels_recompute.activate_then_linear(h, torch.nn.functional.gelu, linear) if fused \
                 else linear(torch.nn.functional.gelu(h))
         results.append((y.float(), torch.autograd.grad(y.float().square().sum(), (h, linear.weight, linear.bias))))
     torch.testing.assert_close(results[0][0], results[1][0], **tol)
@@ -162,7 +162,7 @@ def test_memory_saving_kernels_equal_their_plain_expressions(dtype):
     q, k, v = (torch.randn(2, 2, 9, 8, device=DEVICE, requires_grad=True) for _ in range(3))
     key_mask = (torch.arange(9, device=DEVICE) < torch.tensor([9, 6], device=DEVICE)[:, None])[:, None, None, :]
     with autocast:
-        got = ops.dropout_attention(q, k, v, key_mask, 0.0)
+        got = kernels_attention.dropout_attention(q, k, v, key_mask, 0.0)
         ref = torch.softmax((q @ k.transpose(-2, -1)).float() / 8 ** 0.5 + torch.where(key_mask, 0.0, float("-inf")),
                             -1).to(v.dtype) @ v
     torch.testing.assert_close(got.float(), ref.float(), **tol)

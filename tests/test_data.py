@@ -32,7 +32,7 @@ from hf_wav2vec2.data import (
 )
 from hf_wav2vec2.data.ctc import CTCCollator, build_processor, build_vocabulary
 from hf_wav2vec2.data.text import LIBRISPEECH
-from hf_wav2vec2.feature_encoder import num_frames
+from hf_wav2vec2.frames import num_frames
 
 
 def write_audio(path, seconds=0.5, sr=16000, channels=1, seed=0, subtype=None, values=None):

@@ -44,7 +44,7 @@ import torch
 from ..configuration import SAMPLING_RATE, W2V2Config
 from ..corpus import read_phones
 from ..data import decode_audio, load_speech_dataset
-from ..feature_encoder import receptive_field
+from ..frames import receptive_field
 from ..modeling import W2V2ForPreTraining
 
 logger = logging.getLogger(__name__)

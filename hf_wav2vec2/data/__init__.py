@@ -2,9 +2,9 @@
 for any script.
 
 Imports only torch, numpy, datasets, soundfile, soxr, transformers' processor classes and the standard library, and
-from this package only ``configuration`` (``SAMPLING_RATE``, ``looks_like_local_path``): never the model modules,
-nor the synthetic corpus (``hf_wav2vec2.corpus``, which builds on this layer). Problems with individual files are
-logged on the "hf_wav2vec2.data" logger.
+from this package only ``configuration`` (``SAMPLING_RATE``) and ``loading`` (``looks_like_local_path``): never the
+model modules, nor the synthetic corpus (``hf_wav2vec2.corpus``, which builds on this layer). Problems with
+individual files are logged on the "hf_wav2vec2.data" logger.
 """
 
 from .audio import AudioError, audio_info, decode_audio, example_waveform, resampled_length

@@ -43,7 +43,8 @@ from dataclasses import dataclass, field
 
 import datasets
 
-from ..configuration import SAMPLING_RATE, looks_like_local_path
+from ..configuration import SAMPLING_RATE
+from ..loading import looks_like_local_path
 from .audio import AudioError, audio_info, resampled_length
 from .text import LIBRISPEECH, TextNormalizer
 

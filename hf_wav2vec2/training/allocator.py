@@ -4,12 +4,8 @@ glibc serves big allocations (activations of a CPU step: hundreds of MB) with mm
 soon as they are freed, so the next step faults every 4 KiB page back in; DESIGN.md: "glibc returns large buffers
 to the OS after each step, which costs as much as the model itself". ``GLIBC_TUNABLES=glibc.malloc.hugetlb=1``
 makes glibc ask for transparent huge pages on those mappings (512x fewer faults). glibc reads its tunables only at
-start-up, so :func:`use_huge_pages` re-executes the script once with the variable set.
-
-Measured on 2 cores, 30 updates of ``train_pretrain.py --config tiny`` on the default corpus: defaults 83 s
-(system time 66 s), huge pages 71 s (34 s), peak RSS 3.3 GB both. Keeping freed memory in the process instead
-(``mallopt`` raising the mmap and trim thresholds) was faster (61 s) but fragments the heap with batches of
-varying shape: peak RSS 11.8 GB after 30 updates, and the 400-update default job was killed for memory.
+start-up, so :func:`use_huge_pages` re-executes the script once with the variable set. Keeping freed memory in the
+process instead (``mallopt`` thresholds) fragments the heap with batches of varying shape (docs/performance.md).
 """
 
 from __future__ import annotations

@@ -1,12 +1,10 @@
 """Whether bf16 autocast pays on the CPU a run uses.
 
 CPUs with bf16 matrix instructions (AVX512-BF16 or AMX: recent Intel Xeons) run torch's bf16 matmuls and
-convolutions natively through oneDNN: measured there 1.6x per pretraining update and 1.5x per fine-tuning update
-against fp32 (2 cores). Other CPUs (AVX2 only) have no bf16 instructions, and torch falls back to slow generic
-code. Measured on an AMD EPYC with AVX2 (2 cores, 2026-12-07): a BASE feed-forward product (800 x 768 by
-768 x 3072) took 7.5x as long in bf16 as in fp32, a whole TINY pretraining step (8 x 4 s) 24x (54 s against 2.2 s).
-The Makefile chooses bf16 with :func:`cpu_computes_bf16`; the training scripts and ``evaluate_ctc.py --dtype
-bfloat16`` warn with :func:`emulated_bf16_warning`.
+convolutions natively through oneDNN, faster than fp32. Other CPUs (AVX2 only) have no bf16 instructions, and torch
+falls back to generic code several times slower than fp32 (docs/performance.md). The Makefile chooses bf16 with
+:func:`cpu_computes_bf16`; the training scripts and ``evaluate_ctc.py --dtype bfloat16`` warn with
+:func:`emulated_bf16_warning`.
 """
 
 from __future__ import annotations

@@ -62,11 +62,8 @@ class FinetuningRecipe:
 PRETRAINING_RECIPES = {
     "base": PretrainingRecipe(learning_rate=5e-4, max_tokens=1_400_000),
     "large_lv60": PretrainingRecipe(learning_rate=3e-4, max_tokens=1_200_000),
-    # Tiny preset on the default corpus (README, "Short runs: the chance plateau"). 48 s per update, measured against
-    # 16 s: 16 s leaves the chance plateau in half the wall time but learns less per second after it, and fine-tunes
-    # worse after 400 updates (test WER 73% against 64%); 8 s does not leave the plateau within 250 updates. LR 1e-3,
-    # measured against 5e-4 and 2e-3 (with the then preset's 5-frame masks): it leaves chance by update 80 (5e-4:
-    # about 100; 2e-3: not by 80), and `make default` fine-tuned to test CER 9.7% against 11.4% (4-gram).
+    # Tiny preset on the default corpus: 48 s per update and LR 1e-3, chosen by measurement against 16 s / 8 s and
+    # 5e-4 / 2e-3 (docs/experiments.md, "Short pretraining runs").
     "tiny": PretrainingRecipe(learning_rate=1e-3, max_tokens=48 * SAMPLING_RATE),
 }
 
@@ -81,9 +78,8 @@ FINETUNING_RECIPES = {
                              mask_time_prob=0.65, mask_feature_prob=0.5, layerdrop=0.1, max_tokens=3_200_000),
     "960h": FinetuningRecipe(learning_rate=1e-5, max_steps=320_000, freeze_finetune_updates=0,
                              mask_time_prob=0.5, mask_feature_prob=0.1, layerdrop=0.1, max_tokens=3_200_000),
-    # Tiny preset, synthetic default corpus, 2 CPU cores, measured: the blank plateau is left only with a lower
-    # LR than BASE-like tiny models usually take (2e-3 and 3e-3 stayed at WER 100% for 300 updates), many small
-    # batches and light masking (see the model card in model_cards/).
+    # Tiny preset on the synthetic default corpus: a lower LR than tiny models usually take (2e-3 and 3e-3 stayed
+    # on the blank plateau), many small batches and light masking; measured (model_cards/, docs/experiments.md).
     "tiny": FinetuningRecipe(learning_rate=1e-3, max_steps=1500, freeze_finetune_updates=60,
                              mask_time_prob=0.3, mask_feature_prob=0.1, layerdrop=0.0, max_tokens=30 * SAMPLING_RATE),
 }

@@ -1,4 +1,4 @@
-"""The memory-saving kernels of hf_wav2vec2.ops against the plain PyTorch expressions they replace: same outputs,
+"""The memory-saving kernels of hf_wav2vec2.kernels_* against the plain PyTorch expressions they replace: same outputs,
 same gradients for every input and parameter (fp64 gradcheck where the kernel has its own backward)."""
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from hf_wav2vec2 import ops
+from hf_wav2vec2 import kernels_attention, kernels_conv, kernels_dropout, kernels_fft, kernels_norm, kernels_recompute
 from hf_wav2vec2.feature_encoder import ConvLayer
 
 
@@ -30,16 +30,16 @@ def test_conv1d_channels_last_equals_torch_conv(in_channels, kernel, stride, len
     torch.manual_seed(0)
     conv = nn.Conv1d(in_channels, 5, kernel, stride=stride, bias=bias).double()
     x = torch.randn(3, length, in_channels, dtype=torch.float64, requires_grad=True)
-    got, ref = ops.conv1d_channels_last(x, conv), _conv(conv, x)
+    got, ref = kernels_conv.conv1d_channels_last(x, conv), _conv(conv, x)
     assert torch.allclose(got, ref, atol=1e-12)
     with torch.no_grad():
-        assert torch.allclose(ops.conv1d_channels_last(x, conv), ref, atol=1e-12)
+        assert torch.allclose(kernels_conv.conv1d_channels_last(x, conv), ref, atol=1e-12)
     params = (x, *conv.parameters())
     weights = torch.randn_like(ref)
     for a, b in zip(_grads(got, params, weights), _grads(ref, params, weights)):
         assert torch.allclose(a, b, atol=1e-10)
     small = (x[:2, : stride * 3 + kernel].detach().requires_grad_(), *conv.parameters())
-    assert torch.autograd.gradcheck(lambda x, *p: ops._ConvChannelsLast.apply(x, p[0], p[1] if bias else None,
+    assert torch.autograd.gradcheck(lambda x, *p: kernels_conv._ConvChannelsLast.apply(x, p[0], p[1] if bias else None,
                                                                                stride), small)
 
 
@@ -54,7 +54,7 @@ def test_conv1d_channels_last_under_bf16_autocast_is_as_close_as_torch_conv(in_c
     errors = []
     for ours in (False, True):
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            y = ops.conv1d_channels_last(x, conv) if ours else _conv(conv, x)
+            y = kernels_conv.conv1d_channels_last(x, conv) if ours else _conv(conv, x)
         assert y.dtype == torch.bfloat16
         errors.append([(a - b).abs().max() / b.abs().max() for a, b in zip(_grads(y.float(), params, 1.0), fp32)])
     for ours, theirs in zip(errors[1], errors[0]):
@@ -63,12 +63,12 @@ def test_conv1d_channels_last_under_bf16_autocast_is_as_close_as_torch_conv(in_c
 
 def test_grad_multiply_scales_the_gradient_only():
     x = torch.randn(3, 5, requires_grad=True)
-    y = ops.grad_multiply(x, 0.1)
+    y = kernels_recompute.grad_multiply(x, 0.1)
     assert torch.equal(y, x)
     (grad,) = torch.autograd.grad(y.sum(), x)
     assert torch.allclose(grad, torch.full_like(x, 0.1))
-    assert ops.grad_multiply(x, 1.0) is x
-    assert ops.grad_multiply(x.detach(), 0.1) is not None
+    assert kernels_recompute.grad_multiply(x, 1.0) is x
+    assert kernels_recompute.grad_multiply(x.detach(), 0.1) is not None
 
 
 @pytest.mark.parametrize("padded", [False, True])
@@ -77,14 +77,14 @@ def test_group_norm_channels_last_equals_torch_group_norm(padded, chunked, monke
     """Oracle: F.group_norm(C groups) on each item's real frames; the padded frames are normalised with those
     statistics. In one time chunk, or in chunks of 3 frames (statistics merged across chunks, one of them all
     padding for the shortest item). Gradients: gradcheck of the one-formula backward. The input is left as it was."""
-    monkeypatch.setattr(ops, "NORM_CHUNK_ELEMENTS", 3 * 3 * 6 if chunked else 1 << 18)
+    monkeypatch.setattr(kernels_norm, "NORM_CHUNK_ELEMENTS", 3 * 3 * 6 if chunked else 1 << 18)
     torch.manual_seed(0)
     weight, bias = torch.randn(6, dtype=torch.float64), torch.randn(6, dtype=torch.float64)
     x = torch.randn(3, 20, 6, dtype=torch.float64) * 3 + 5
     original = x.clone()
     lengths = [20, 13, 7] if padded else [20, 20, 20]
     valid = torch.arange(20)[None, :] < torch.tensor(lengths)[:, None] if padded else None
-    got = ops.group_norm_channels_last(x, weight, bias, 1e-5, valid)
+    got = kernels_norm.group_norm_channels_last(x, weight, bias, 1e-5, valid)
     assert torch.equal(x, original)
     for i, n in enumerate(lengths):
         ref = F.group_norm(x[i : i + 1, :n].transpose(1, 2), 6, weight, bias, 1e-5).transpose(1, 2)
@@ -93,8 +93,8 @@ def test_group_norm_channels_last_equals_torch_group_norm(padded, chunked, monke
         assert torch.allclose(got[i, n:], (x[i, n:] - mean) / (var + 1e-5).sqrt() * weight + bias, atol=1e-12)
     inputs = (x[:, :9].clone().requires_grad_(), weight.requires_grad_(), bias.requires_grad_())
     small_valid = None if valid is None else valid[:, :9]
-    assert torch.autograd.gradcheck(lambda *a: ops._GroupNormChannelsLast.apply(*a, 1e-5, small_valid), inputs)
-    assert torch.autograd.gradcheck(lambda *a: ops.group_norm_channels_last(*a, 1e-5, small_valid), inputs)
+    assert torch.autograd.gradcheck(lambda *a: kernels_norm._GroupNormChannelsLast.apply(*a, 1e-5, small_valid), inputs)
+    assert torch.autograd.gradcheck(lambda *a: kernels_norm.group_norm_channels_last(*a, 1e-5, small_valid), inputs)
     assert torch.equal(x, original)
 
 
@@ -102,7 +102,7 @@ def test_group_norm_channels_last_computes_in_fp32_for_bf16():
     torch.manual_seed(0)
     x = (torch.randn(2, 50, 4) * 2 + 3).bfloat16().requires_grad_()
     weight, bias = torch.randn(4, requires_grad=True), torch.randn(4, requires_grad=True)
-    y = ops.group_norm_channels_last(x, weight, bias, 1e-5)
+    y = kernels_norm.group_norm_channels_last(x, weight, bias, 1e-5)
     ref = F.group_norm(x.float().transpose(1, 2), 4, weight, bias, 1e-5).transpose(1, 2)
     assert y.dtype == torch.bfloat16 and torch.allclose(y.float(), ref, atol=2e-2)
     grads = torch.autograd.grad((y.float() * ref.detach()).sum(), (x, weight, bias))
@@ -127,22 +127,23 @@ def test_conv1d_same_channels_last_fft_equals_torch_conv(batch, length, kernel, 
     BASE's kernel and groups; all blocks at once, or one block of the batch at a time): output and gradients for
     input, weight and bias equal the convolution's in fp64, and the output to fp32 rounding in fp32."""
     if chunked:
-        monkeypatch.setattr(ops, "_FFT_COLUMNS", 1)
+        monkeypatch.setattr(kernels_fft, "_FFT_COLUMNS", 1)
     torch.manual_seed(0)
     channels = 8 * groups
     x = torch.randn(batch, length, channels, dtype=torch.float64, requires_grad=True)
     weight = torch.randn(channels, channels // groups, kernel, dtype=torch.float64, requires_grad=True)
     bias = torch.randn(channels, dtype=torch.float64, requires_grad=True)
-    n = ops._fft_length(kernel)
+    n = kernels_fft._fft_length(kernel)
     if batch * length >= 2 * n:  # the public function takes the FFT path too
-        assert torch.equal(ops.conv1d_same_channels_last(x, weight, bias), ops._conv_same_fft(x, weight, bias, n))
-    got, ref = ops._conv_same_fft(x, weight, bias, n), _same_conv(x, weight, bias)
+        assert torch.equal(kernels_fft.conv1d_same_channels_last(x, weight, bias),
+                           kernels_fft._conv_same_fft(x, weight, bias, n))
+    got, ref = kernels_fft._conv_same_fft(x, weight, bias, n), _same_conv(x, weight, bias)
     assert torch.allclose(got, ref, atol=1e-10 * ref.abs().max().item())
     params = (x, weight, bias)
     weights = torch.randn_like(ref)
     for a, b in zip(_grads(got, params, weights), _grads(ref, params, weights)):
         assert torch.allclose(a, b, atol=1e-10 * b.abs().max().item())
-    fp32 = ops._conv_same_fft(x.float(), weight.float(), bias.float(), n)
+    fp32 = kernels_fft._conv_same_fft(x.float(), weight.float(), bias.float(), n)
     assert fp32.dtype == torch.float32
     assert (fp32 - ref).abs().max() <= 1e-6 * ref.abs().max()
 
@@ -151,8 +152,8 @@ def test_conv1d_same_channels_last_short_inputs_are_torch_conv():
     """Fewer than 2n frames in the batch: the convolution itself."""
     torch.manual_seed(0)
     x, weight, bias = torch.randn(1, 20, 32), torch.randn(32, 2, 16), torch.randn(32)
-    assert 20 < 2 * ops._fft_length(16)
-    assert torch.equal(ops.conv1d_same_channels_last(x, weight, bias), _same_conv(x, weight, bias))
+    assert 20 < 2 * kernels_fft._fft_length(16)
+    assert torch.equal(kernels_fft.conv1d_same_channels_last(x, weight, bias), _same_conv(x, weight, bias))
 
 
 def test_conv1d_same_channels_last_under_bf16_autocast_is_as_close_as_torch_conv():
@@ -167,7 +168,7 @@ def test_conv1d_same_channels_last_under_bf16_autocast_is_as_close_as_torch_conv
     errors = []
     for ours in (False, True):
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            y = ops.conv1d_same_channels_last(x, weight, bias) if ours else _same_conv(x, weight, bias)
+            y = kernels_fft.conv1d_same_channels_last(x, weight, bias) if ours else _same_conv(x, weight, bias)
         assert y.dtype == torch.bfloat16
         grads = _grads(y.float(), params, 1.0)
         errors.append([(y.float() - ref).abs().max() / ref.abs().max(),
@@ -181,7 +182,7 @@ def test_conv1d_same_channels_last_under_bf16_autocast_is_as_close_as_torch_conv
 def test_activate_then_conv_equals_the_plain_graph(norm, sliced, monkeypatch):
     """Output and gradients (input, conv weight and bias, norm parameters) equal conv(activate(x)) (torch's conv, on
     channels-last tensors); with a frame mask for the group norm; over one slice or one item per slice."""
-    monkeypatch.setattr(ops, "SLICE_ELEMENTS", 1 if sliced else 1 << 22)
+    monkeypatch.setattr(kernels_recompute, "SLICE_ELEMENTS", 1 if sliced else 1 << 22)
     torch.manual_seed(0)
     prev = ConvLayer(4, 6, 3, 2, bias=True, norm=norm, activation="gelu").double()
     if norm is not None:  # away from the initial (1, 0), so that wrong norm gradients would show
@@ -191,7 +192,7 @@ def test_activate_then_conv_equals_the_plain_graph(norm, sliced, monkeypatch):
     x = torch.randn(3, 21, 6, dtype=torch.float64, requires_grad=True)
     valid = torch.arange(21)[None, :] < torch.tensor([21, 15, 9])[:, None] if norm == "group" else None
     params = (x, conv.weight, conv.bias, *prev.norm_parameters())
-    got = ops.activate_then_conv(x, prev.activate, conv, valid, prev.norm_parameters())
+    got = kernels_recompute.activate_then_conv(x, prev.activate, conv, valid, prev.norm_parameters())
     ref = _conv(conv, prev.activate(x, valid))
     assert torch.allclose(got, ref, atol=1e-12)
     weights = torch.randn_like(ref)
@@ -205,9 +206,10 @@ def test_feature_encoder_recomputing_its_first_layer_equals_the_plain_stack(norm
     """With gradients the feature encoder keeps only the audio for its first layer and recomputes that layer in the
     backward pass; output and every parameter's gradient equal the plain layer-by-layer stack, with padding."""
     from hf_wav2vec2 import W2V2Config
-    from hf_wav2vec2.feature_encoder import FeatureEncoder, frame_mask, num_frames
+    from hf_wav2vec2.feature_encoder import FeatureEncoder
+    from hf_wav2vec2.frames import frame_mask, num_frames
 
-    monkeypatch.setattr(ops, "SLICE_ELEMENTS", 1 if sliced else 1 << 22)
+    monkeypatch.setattr(kernels_recompute, "SLICE_ELEMENTS", 1 if sliced else 1 << 22)
     torch.manual_seed(0)
     config = W2V2Config(conv_dim=(6, 5, 4), conv_kernel=(10, 3, 2), conv_stride=(5, 2, 2), conv_bias=True,
                         feat_extract_norm=norm, feature_grad_mult=1.0)
@@ -240,7 +242,7 @@ def test_conv_group_norm_equals_conv_then_group_norm(padded, bias, monkeypatch):
     gain and shift; the conv bias, which the norm removes, gets zero) equal the two ops', with and without
     gradients, with padding (statistics over the real frames; one item with a single real frame), in time chunks of
     the backward pass; gradcheck of the formula."""
-    monkeypatch.setattr(ops, "_CONV_NORM_CHUNK_ELEMENTS", 7 * 3 * 6)  # chunks of 7 frames
+    monkeypatch.setattr(kernels_norm, "_CONV_NORM_CHUNK_ELEMENTS", 7 * 3 * 6)  # chunks of 7 frames
     torch.manual_seed(0)
     conv = nn.Conv1d(1, 6, 10, stride=5, bias=bias).double()
     norm = nn.GroupNorm(6, 6).double()
@@ -249,11 +251,11 @@ def test_conv_group_norm_equals_conv_then_group_norm(padded, bias, monkeypatch):
     x = torch.randn(3, 400, 1, dtype=torch.float64) + 0.7  # an offset: the windows' mean matters
     frames = (400 - 10) // 5 + 1
     valid = torch.arange(frames)[None] < torch.tensor([[frames], [50], [1]]) if padded else None
-    got = ops.conv_group_norm(x, conv, norm, valid)
-    ref = ops.group_norm_channels_last(_conv(conv, x), norm.weight, norm.bias, norm.eps, valid)
+    got = kernels_norm.conv_group_norm(x, conv, norm, valid)
+    ref = kernels_norm.group_norm_channels_last(_conv(conv, x), norm.weight, norm.bias, norm.eps, valid)
     assert torch.allclose(got, ref, atol=1e-11)
     with torch.no_grad():
-        assert torch.allclose(ops.conv_group_norm(x, conv, norm, valid), ref, atol=1e-11)
+        assert torch.allclose(kernels_norm.conv_group_norm(x, conv, norm, valid), ref, atol=1e-11)
     params = (*conv.parameters(), *norm.parameters())
     weights = torch.randn_like(ref)
     got_grads = _grads(got, params, weights)
@@ -263,7 +265,8 @@ def test_conv_group_norm_equals_conv_then_group_norm(padded, bias, monkeypatch):
         assert torch.equal(got_grads[1], torch.zeros_like(conv.bias))
     small = x[:2, :60]
     assert torch.autograd.gradcheck(
-        lambda w, g, b: ops._ConvGroupNorm.apply(small, w, torch.zeros((), dtype=w.dtype), g, b, 1e-5, None, 5),
+        lambda w, g, b: kernels_norm._ConvGroupNorm.apply(small, w, torch.zeros((), dtype=w.dtype), g, b, 1e-5, None,
+                                                          5),
         (conv.weight.detach().requires_grad_(), norm.weight.detach().requires_grad_(),
          norm.bias.detach().requires_grad_()))
 
@@ -283,8 +286,8 @@ def test_conv_group_norm_under_bf16_autocast_is_as_close_as_the_two_ops(loss):
 
     def run(fused, autocast):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
-            y = ops.conv_group_norm(x, conv, norm) if fused else \
-                ops.group_norm_channels_last(_conv(conv, x), norm.weight, norm.bias, norm.eps)
+            y = kernels_norm.conv_group_norm(x, conv, norm) if fused else \
+                kernels_norm.group_norm_channels_last(_conv(conv, x), norm.weight, norm.bias, norm.eps)
         y = y.float()
         objective = (y * weights).sum() if weights is not None else \
             (y * torch.linspace(-1, 1, frames)[None, :, None]).square().sum()
@@ -302,9 +305,11 @@ def test_conv_group_norm_under_bf16_autocast_is_as_close_as_the_two_ops(loss):
 
 def test_batch_slices_hold_whole_items_up_to_the_slice_size():
     x = torch.zeros(8, 4, 16)
-    assert [(s.start, s.stop) for s in ops._batch_slices(x, ops.SLICE_ELEMENTS // 3)] == [(0, 3), (3, 6), (6, 9)]
-    assert len(ops._batch_slices(x, ops.SLICE_ELEMENTS * 2)) == 8  # one item alone exceeds a slice
-    assert len(ops._batch_slices(x)) == 1
+    slice_elements = kernels_recompute.SLICE_ELEMENTS
+    slices = kernels_recompute._batch_slices(x, slice_elements // 3)
+    assert [(s.start, s.stop) for s in slices] == [(0, 3), (3, 6), (6, 9)]
+    assert len(kernels_recompute._batch_slices(x, slice_elements * 2)) == 8  # one item alone exceeds a slice
+    assert len(kernels_recompute._batch_slices(x)) == 1
 
 
 def test_activate_then_conv_gradcheck():
@@ -315,7 +320,8 @@ def test_activate_then_conv_gradcheck():
     valid = torch.arange(9)[None, :] < torch.tensor([9, 6])[:, None]
 
     def fused(x, weight, bias, norm_weight, norm_bias):
-        return ops._ActivateThenConv.apply(x, valid, prev.activate, conv, None, weight, bias, norm_weight, norm_bias)
+        return kernels_recompute._ActivateThenConv.apply(x, valid, prev.activate, conv, None, weight, bias, norm_weight,
+                                                         norm_bias)
 
     assert torch.autograd.gradcheck(fused, (x, conv.weight, conv.bias, *prev.norm_parameters()))
 
@@ -329,7 +335,7 @@ def test_activate_then_conv_under_bf16_autocast_is_as_close_as_the_plain_graph()
     results = []
     for fused in (False, True):
         with torch.autocast("cpu", dtype=torch.bfloat16):
-            y = ops.activate_then_conv(x, prev.activate, conv) if fused else _conv(conv, prev.activate(x))
+            y = kernels_recompute.activate_then_conv(x, prev.activate, conv) if fused else _conv(conv, prev.activate(x))
         results.append(torch.autograd.grad(y.float().square().sum(), x)[0])
     plain_error = (results[0] - fp32).abs().max()
     assert (results[1] - fp32).abs().max() <= 1.5 * plain_error + 1e-6
@@ -339,14 +345,15 @@ def test_activate_then_conv_under_bf16_autocast_is_as_close_as_the_plain_graph()
 def test_dropout_attention_matches_its_formula(monkeypatch, saved):
     """With dropout on CPU the kernel keeps q, k, v, the dropout mask and (when small enough) the probabilities;
     output and gradients equal the formula with the same dropout mask (drawn from the global RNG)."""
-    monkeypatch.setattr(ops, "SAVED_PROBABILITIES_MAX", ops.SAVED_PROBABILITIES_MAX if saved else 0)
+    monkeypatch.setattr(kernels_attention, "SAVED_PROBABILITIES_MAX",
+                        kernels_attention.SAVED_PROBABILITIES_MAX if saved else 0)
     q, k, v = (torch.randn(2, 2, 7, 4, dtype=torch.float64, requires_grad=True) for _ in range(3))
     key_mask = torch.ones(2, 1, 1, 7, dtype=torch.bool)
     key_mask[1, ..., 5:] = False
     torch.manual_seed(5)
-    got = ops.dropout_attention(q, k, v, key_mask, 0.25)
+    got = kernels_attention.dropout_attention(q, k, v, key_mask, 0.25)
     torch.manual_seed(5)  # the same draw of the dropout mask
-    keep, scale = ops.keep_mask((2, 2, 7, 7), 0.25)
+    keep, scale = kernels_dropout.keep_mask((2, 2, 7, 7), 0.25)
     assert 0.6 < keep.double().mean() < 0.9 and scale == 4 / 3  # 0.25 is a multiple of 2^-16: p' = p
     scores = (q @ k.transpose(-2, -1) / 2.0).masked_fill(~key_mask, float("-inf"))
     ref = (scores.softmax(-1) * keep / 0.75) @ v
@@ -357,7 +364,7 @@ def test_dropout_attention_matches_its_formula(monkeypatch, saved):
 
     def fixed_mask(q, k, v):
         torch.manual_seed(7)
-        return ops.dropout_attention(q, k, v, key_mask, 0.25)
+        return kernels_attention.dropout_attention(q, k, v, key_mask, 0.25)
 
     small = tuple(t[:1, :1, :5].detach().requires_grad_() for t in (q, k, v))
     key_mask = key_mask[:1, ..., :5]
@@ -375,12 +382,12 @@ def test_dropout_attention_chunks_change_nothing(monkeypatch, budget):
     grad = torch.randn(2, 3, 6, 4, dtype=torch.bfloat16)
     results = []
     for elements, saved in ((1 << 30, 1 << 30), (budget, 1 << 30), (budget, 0)):
-        monkeypatch.setattr(ops, "ATTENTION_CHUNK_ELEMENTS", elements)
-        monkeypatch.setattr(ops, "SAVED_PROBABILITIES_MAX", saved)
+        monkeypatch.setattr(kernels_attention, "ATTENTION_CHUNK_ELEMENTS", elements)
+        monkeypatch.setattr(kernels_attention, "SAVED_PROBABILITIES_MAX", saved)
         torch.manual_seed(3)
-        out = ops.dropout_attention(q, k, v, key_mask, 0.3)
+        out = kernels_attention.dropout_attention(q, k, v, key_mask, 0.3)
         results.append((out, *torch.autograd.grad(out, (q, k, v), grad)))
-    assert len(ops._head_chunks(2, 3, 36)) == {1: 6, 72: 4, 108: 2}[budget]
+    assert len(kernels_attention._head_chunks(2, 3, 36)) == {1: 6, 72: 4, 108: 2}[budget]
     for whole, chunked, recomputed in zip(*results):
         assert torch.equal(whole, chunked) and torch.equal(whole, recomputed)
 
@@ -395,7 +402,7 @@ def test_dropout_attention_bf16_is_as_accurate_as_the_plain_graph():
     key_mask[1, ..., 37:] = False
     grad = torch.randn(2, 3, 50, 64, dtype=torch.bfloat16)
     torch.manual_seed(4)
-    keep, scale = ops.keep_mask((2, 3, 50, 50), 0.1)
+    keep, scale = kernels_dropout.keep_mask((2, 3, 50, 50), 0.1)
 
     def formula(q, k, v):
         scores = (q @ k.transpose(-2, -1) * 0.125).masked_fill(~key_mask, float("-inf"))
@@ -410,7 +417,7 @@ def test_dropout_attention_bf16_is_as_accurate_as_the_plain_graph():
     reference = (out.detach(), *torch.autograd.grad(out, exact, grad.double()))
     plain = errors(formula(q, k, v), (q, k, v))
     torch.manual_seed(4)
-    ours = errors(ops.dropout_attention(q, k, v, key_mask, 0.1), (q, k, v))
+    ours = errors(kernels_attention.dropout_attention(q, k, v, key_mask, 0.1), (q, k, v))
     assert all(e < 2e-2 for e in plain)
     for mine, theirs in zip(ours, plain):
         assert mine <= 1.1 * theirs
@@ -420,21 +427,21 @@ def test_dropout_attention_without_dropout_is_sdpa():
     q, k, v = (torch.randn(2, 2, 6, 4) for _ in range(3))
     key_mask = torch.tensor([True] * 6 + [True] * 4 + [False] * 2).view(2, 1, 1, 6)
     ref = F.scaled_dot_product_attention(q, k, v, attn_mask=key_mask)
-    assert torch.equal(ops.dropout_attention(q, k, v, key_mask, 0.0), ref)
+    assert torch.equal(kernels_attention.dropout_attention(q, k, v, key_mask, 0.0), ref)
 
 
 def test_activate_then_linear_equals_the_plain_graph():
     torch.manual_seed(0)
     linear = nn.Linear(8, 3).double()
     x = torch.randn(2, 5, 8, dtype=torch.float64, requires_grad=True)
-    got = ops.activate_then_linear(x, F.gelu, linear)
+    got = kernels_recompute.activate_then_linear(x, F.gelu, linear)
     ref = linear(F.gelu(x))
     assert torch.allclose(got, ref, atol=1e-12)
     params = (x, linear.weight, linear.bias)
     weights = torch.randn_like(ref)
     for a, b in zip(_grads(got, params, weights), _grads(ref, params, weights)):
         assert torch.allclose(a, b, atol=1e-12)
-    assert torch.autograd.gradcheck(lambda x, w, b: ops._ActivateThenLinear.apply(x, F.gelu, w, b),
+    assert torch.autograd.gradcheck(lambda x, w, b: kernels_recompute._ActivateThenLinear.apply(x, F.gelu, w, b),
                                     (x[:1, :2], linear.weight, linear.bias))
 
 
@@ -442,9 +449,9 @@ def test_activate_then_linear_with_dropout_is_the_plain_expression():
     linear = nn.Linear(8, 3)
     x = torch.randn(4, 8, requires_grad=True)
     torch.manual_seed(3)
-    got = ops.activate_then_linear(x, F.gelu, linear, dropout=0.5)
+    got = kernels_recompute.activate_then_linear(x, F.gelu, linear, dropout=0.5)
     torch.manual_seed(3)
-    assert torch.equal(got, linear(ops.dropout(F.gelu(x), 0.5, training=True)))
+    assert torch.equal(got, linear(kernels_dropout.dropout(F.gelu(x), 0.5, training=True)))
 
 
 @pytest.mark.parametrize("p", [0.1, 0.25, 0.65])
@@ -453,34 +460,34 @@ def test_keep_mask_drops_with_probability_p_in_every_lane(p):
     position modulo 4, within 5 standard deviations."""
     torch.manual_seed(0)
     n = 4 * 300_000
-    keep, scale = ops.keep_mask((n,), p)
+    keep, scale = kernels_dropout.keep_mask((n,), p)
     p_used = round(p * 65536) / 65536
     assert abs(p_used - p) <= 2**-17 and scale == pytest.approx(1 / (1 - p_used), rel=1e-12)
     sigma = (p_used * (1 - p_used) / (n // 4)) ** 0.5
     for lane in range(4):
         assert abs((~keep[lane::4]).double().mean().item() - p_used) < 5 * sigma
     torch.manual_seed(0)
-    assert torch.equal(ops.keep_mask((n,), p)[0], keep)  # the global RNG decides
+    assert torch.equal(kernels_dropout.keep_mask((n,), p)[0], keep)  # the global RNG decides
 
 
 def test_keep_mask_edges():
-    assert ops.keep_mask((5, 3), 0.0)[0].all()
-    keep, scale = ops.keep_mask((5, 3), 1.0)
+    assert kernels_dropout.keep_mask((5, 3), 0.0)[0].all()
+    keep, scale = kernels_dropout.keep_mask((5, 3), 1.0)
     assert not keep.any() and scale == 0.0
-    assert ops.keep_mask((7,), 1 - 2**-20)[0].sum() == 0  # rounds to 1: nothing kept, no division by zero
+    assert kernels_dropout.keep_mask((7,), 1 - 2**-20)[0].sum() == 0  # rounds to 1: nothing kept, no division by zero
 
 
 def test_dropout_is_mask_times_scale_forward_and_backward():
     x = torch.randn(4, 9, 6, dtype=torch.float64, requires_grad=True)
     torch.manual_seed(3)
-    y = ops.dropout(x, 0.3)
+    y = kernels_dropout.dropout(x, 0.3)
     torch.manual_seed(3)
-    keep, scale = ops.keep_mask(x.shape, 0.3)
+    keep, scale = kernels_dropout.keep_mask(x.shape, 0.3)
     assert torch.equal(y, x * keep * scale)
     grad = torch.randn_like(y)
     assert torch.equal(torch.autograd.grad(y, x, grad)[0], grad * keep * scale)
-    assert ops.dropout(x, 0.3, training=False) is x
-    module = ops.Dropout(0.3).eval()
+    assert kernels_dropout.dropout(x, 0.3, training=False) is x
+    module = kernels_dropout.Dropout(0.3).eval()
     assert module(x) is x
     ones = torch.ones(1_000_000)
-    assert ops.dropout(ones, 0.1).mean().item() == pytest.approx(1.0, abs=2e-3)  # expectation kept
+    assert kernels_dropout.dropout(ones, 0.1).mean().item() == pytest.approx(1.0, abs=2e-3)  # expectation kept

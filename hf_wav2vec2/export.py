@@ -65,8 +65,8 @@ GROUP_NORM_NOTE = (
     "samples of each item only, so a padded batch gives every item the outputs it gets alone; transformers' "
     "Wav2Vec2 takes the statistics over the padding too, so with this export, outputs for padded items differ from "
     "hf_wav2vec2's (and depend on the batch). Unpadded inputs give the same outputs in both. For batched "
-    "inference with transformers, run one utterance at a time or batch utterances of similar length; "
-    "`pip install hf_wav2vec2` and load the original folder for padding-exact batches.")
+    "inference with transformers, run one utterance at a time or batch utterances of similar length; or install "
+    "hf_wav2vec2 from its repository and load the original folder for padding-exact batches.")
 LAYER_NORM_NOTE = ("This model's conv encoder uses layer norm: pass the processor's `attention_mask`, and padded "
                    "batches give the same outputs as hf_wav2vec2.")
 

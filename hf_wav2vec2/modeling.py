@@ -142,12 +142,16 @@ class W2V2PreTrainedModel(PreTrainedModel):
         return (model, info) if want_info else model
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """transformers' ``save_pretrained``; the folder's ``auto_map`` names AutoConfig, AutoModel and this head's
-        Auto class (transformers itself writes only the config's and the saved class's)."""
+        """transformers' ``save_pretrained`` (weights, config and, for our registered classes, the modeling code).
+        The one writer of ``auto_map``: AutoConfig, AutoModel and this head's Auto class, so that any Auto class a
+        user reaches for loads the folder's code (transformers itself maps only the config's and the saved class's).
+        """
         if self._auto_class is not None:
             module = type(self).__module__.rsplit(".", 1)[-1]
-            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}),
-                                    "AutoModel": f"{module}.W2V2Model"}
+            config_module = type(self.config).__module__.rsplit(".", 1)[-1]
+            self.config.auto_map = {"AutoConfig": f"{config_module}.{type(self.config).__name__}",
+                                    "AutoModel": f"{module}.W2V2Model",
+                                    self._auto_class: f"{module}.{type(self).__name__}"}
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     def _initialize_weights(self, module: nn.Module, is_custom_code: bool = False):

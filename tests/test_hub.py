@@ -29,23 +29,21 @@ from transformers.dynamic_module_utils import get_relative_import_files
 
 import hf_wav2vec2
 from hf_wav2vec2 import W2V2ForCTC, W2V2ForPreTraining
-from hf_wav2vec2.data.ctc import CTCCollator, build_processor, build_vocabulary
-from hf_wav2vec2.hub import (
+from hf_wav2vec2.cli.card_info import card_language, finetuned_model_card_info
+from hf_wav2vec2.cli.cards import (
     ASRResult,
     ModelCardInfo,
     build_model_card,
-    card_language,
-    check_code_imports,
-    check_hub_folder,
     copy_model_card,
-    finetuned_model_card_info,
-    push_hub_folder,
-    save_hub_folder,
 )
+from hf_wav2vec2.data.ctc import CTCCollator, build_processor, build_vocabulary
+from hf_wav2vec2.hub import check_code_imports, check_hub_folder, push_hub_folder, save_hub_folder
 from hf_wav2vec2.training.finetune import CTCTrainer
 
 REPO = Path(hf_wav2vec2.__file__).resolve().parents[1]
-CODE_FILES = {"modeling.py", "configuration.py", "feature_encoder.py", "masking.py", "transformer.py",
+CODE_FILES = {"modeling.py", "configuration.py", "feature_encoder.py", "frames.py", "loading.py", "kernels_conv.py",
+              "kernels_norm.py", "kernels_fft.py", "kernels_recompute.py", "kernels_dropout.py", "kernels_attention.py",
+              "masking.py", "transformer.py",
               "quantizer.py", "losses.py"}
 CARD = {
     "model_name": "w2v2-tiny-test",
@@ -80,7 +78,8 @@ def hub_folder(tmp_path_factory):
     root = tmp_path_factory.mktemp("hub")
     processor = make_processor(root / "vocab")
     model = W2V2ForCTC(tiny_config(vocab_size=len(processor.tokenizer))).eval()
-    folder = save_hub_folder(model, processor, root / "w2v2-tiny-test", card=CARD)
+    folder = save_hub_folder(model, processor, root / "w2v2-tiny-test",
+                             card=build_model_card(ModelCardInfo.from_dict(CARD), model))
     return model, processor, folder
 
 
@@ -139,7 +138,7 @@ def test_model_card_metadata_and_sections(hub_folder, tmp_path):
 
 
 def test_card_of_a_train_ctc_run_on_local_data(tmp_path):
-    """Old option names; a local synthetic corpus: described in the text, never a Hub id in the metadata."""
+    """A local synthetic corpus: described in the text, never a Hub id in the metadata."""
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "corpus.json").write_text("{}")  # what hf_wav2vec2.corpus writes beside its LibriSpeech layout
@@ -148,8 +147,9 @@ def test_card_of_a_train_ctc_run_on_local_data(tmp_path):
     (pretrained / "train_history.json").write_text(json.dumps({
         "history": [{}, {}, {}], "seen_audio_h": 1.5, "last_validation": {"val_contrastive_loss": 2.5,
                                                                          "val_accuracy": 0.25}}))
-    args = SimpleNamespace(dataset=[str(corpus)], split="train-clean", eval_dataset=None, eval_split="dev-clean",
-                           test_split="test-clean", model_name_or_path=str(pretrained))
+    args = SimpleNamespace(dataset_name=[str(corpus)], dataset_config_name=None, train_split_name="train-clean",
+                           eval_dataset_name=None, eval_split_name="dev-clean", test_split_name="test-clean",
+                           model_name_or_path=str(pretrained))
     training_args = SimpleNamespace(output_dir=str(tmp_path / "ctc-tiny"), hub_model_id=None, adam_beta2=0.98,
                                     adam_epsilon=1e-8)
     results = {"dev-clean": {"eval_wer": 0.25, "eval_cer": 0.1}, "test-clean": {"test_wer": 0.3, "test_cer": 0.125}}
@@ -173,7 +173,7 @@ def test_card_of_a_train_ctc_run_on_local_data(tmp_path):
 
 
 def test_card_of_a_train_ctc_run_on_hub_data(tmp_path):
-    """New option names; Hub data: ids in `datasets:`, id + config + split per model-index result, the per-evaluation
+    """Hub data: ids in `datasets:`, id + config + split per model-index result, the per-evaluation
     table from the Trainer's log_history (evaluations after training excluded), hyper-parameters."""
     args = SimpleNamespace(dataset_name=["openslr/librispeech_asr"], dataset_config_name="clean",
                            train_split_name="train.100", eval_dataset_name=None, eval_split_name="validation",

@@ -7,4 +7,5 @@ top-level scripts of a source checkout:
     w2v2-transcribe   = transcribe.py       transcripts of audio files
 
 Each module reads top to bottom (usage docstring, arguments dataclass, numbered sections) and ends in ``main``.
+Beside them: ``cards`` and ``card_info``, the model cards the two training scripts write.
 """

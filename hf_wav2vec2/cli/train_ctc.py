@@ -91,6 +91,8 @@ from transformers import HfArgumentParser, TrainingArguments, Wav2Vec2Processor,
 from transformers.trainer import TRAINER_STATE_NAME
 
 from hf_wav2vec2 import W2V2Config, W2V2ForCTC
+from hf_wav2vec2.cli.card_info import finetuned_model_card_info
+from hf_wav2vec2.cli.cards import build_model_card
 from hf_wav2vec2.data import LIBRISPEECH, AudioDataset, TextNormalizer, default_normalizer, load_speech_dataset
 from hf_wav2vec2.data.ctc import (
     CTCCollator,
@@ -103,7 +105,7 @@ from hf_wav2vec2.data.ctc import (
 )
 from hf_wav2vec2.data.text import STYLES
 from hf_wav2vec2.feature_cache import FeatureCache
-from hf_wav2vec2.hub import finetuned_model_card_info, push_hub_folder, save_hub_folder
+from hf_wav2vec2.hub import push_hub_folder, save_hub_folder
 from hf_wav2vec2.training import FINETUNING_RECIPES, choose_finetuning_recipe
 from hf_wav2vec2.training.allocator import use_huge_pages
 from hf_wav2vec2.training.checkpoints import check_output_dir, latest_checkpoint
@@ -459,7 +461,7 @@ def main():
         # model + config + our modeling code with auto_map + processor + model card: a complete Hub folder
         card = finetuned_model_card_info(args, training_args, recipe_name, chosen, train_hours, results,
                                          log_history=trainer.state.log_history, normalization=normalizer.describe())
-        save_hub_folder(trainer.model, processor, training_args.output_dir, card=card)
+        save_hub_folder(trainer.model, processor, training_args.output_dir, card=build_model_card(card, trainer.model))
         with open(os.path.join(training_args.output_dir, "eval_results.json"), "w") as handle:
             json.dump({"recipe": recipe_name, "results": results, "log_history": trainer.state.log_history},
                       handle, indent=1)

@@ -57,14 +57,11 @@ from tqdm.auto import tqdm
 from transformers import HfArgumentParser
 
 from hf_wav2vec2 import W2V2Config, W2V2ForPreTraining
+from hf_wav2vec2.cli.card_info import pretraining_model_card_info
+from hf_wav2vec2.cli.cards import build_model_card
 from hf_wav2vec2.data import AudioDataset, MaxTokensBatchSampler, PretrainingCollator, load_speech_dataset
 from hf_wav2vec2.data.ctc import build_feature_extractor
-from hf_wav2vec2.hub import (
-    PRETRAINING_PUSH_IGNORE,
-    pretraining_model_card_info,
-    push_hub_folder,
-    save_hub_folder,
-)
+from hf_wav2vec2.hub import PRETRAINING_PUSH_IGNORE, push_hub_folder, save_hub_folder
 from hf_wav2vec2.training import adamw, choose_pretraining_recipe, polynomial_decay_lr_lambda
 from hf_wav2vec2.training.allocator import use_huge_pages
 from hf_wav2vec2.training.checkpoints import check_output_dir
@@ -341,8 +338,9 @@ def main():
         with open(history_path, "w") as f:
             json.dump(record, f)
         unwrapped = accelerator.unwrap_model(model)
-        save_hub_folder(unwrapped, build_feature_extractor(normalize), args.output_dir,
-                        card=pretraining_model_card_info(args, record, unwrapped.config), state_dict=full_state_dict)
+        card = build_model_card(pretraining_model_card_info(args, record, unwrapped.config), unwrapped)
+        save_hub_folder(unwrapped, build_feature_extractor(normalize), args.output_dir, card=card,
+                        state_dict=full_state_dict)
         logger.info("model and model card saved to %s (%d updates, %d skipped)", args.output_dir, state.step,
                     state.skipped_updates)
         if args.push_to_hub:

@@ -35,13 +35,13 @@ bench: setup
 	$(PYTHON) benchmarks/bench_vs_transformers.py --compile
 
 # The low-resource comparison: pretrained vs random init, each fine-tuned on 10 min / 1 h / all of the labels
-# (43 min on 2 cores with bf16, measured from nothing; README).
+# (43 min on 2 cores with bf16, measured from nothing; docs/experiments.md).
 experiment: setup
 	$(PYTHON) experiments/low_resource.py --output_dir $(RUNS)/experiment --corpus_dir data/experiment_corpus \
 		--bf16 $(BF16)
 
 # The default job: the whole pipeline on the small synthetic corpus, on CPU (2 cores, bf16: 14.5 min measured with the
-# shared machine at 357 GFLOP/s fp32 matmul, 18.1 min with SEED=1 as it slowed to 223; README):
+# shared machine at 357 GFLOP/s fp32 matmul, 18.1 min with SEED=1 as it slowed to 223; docs/experiments.md):
 # corpus -> self-supervised pretraining -> codebook analysis (Figure 3) -> CTC fine-tuning -> test-set WER ->
 # transcription of one file.
 default: codebook transcribe
@@ -56,19 +56,20 @@ $(CORPUS)/LibriSpeech/corpus.json: | setup
 	$(PYTHON) -m hf_wav2vec2.corpus --output_dir $(CORPUS)
 
 # The paper's Gumbel schedule (temperature stays near 2 over 400 updates), not the script's run-length-proportional
-# default: measured on one machine, it fine-tunes to test WER/CER 55.9/21.4 against 64.5/25.5 (README).
+# default: measured on one machine, it fine-tunes to test WER/CER 55.9/21.4 against 64.5/25.5 (docs/experiments.md).
 pretrain: setup corpus
-	ACCELERATE_MIXED_PRECISION=$(if $(filter true,$(BF16)),bf16,no) $(PYTHON) train_pretrain.py --dataset $(CORPUS)/LibriSpeech --split train-clean --dev_split dev-clean \
+	ACCELERATE_MIXED_PRECISION=$(if $(filter true,$(BF16)),bf16,no) $(PYTHON) train_pretrain.py --dataset_name $(CORPUS)/LibriSpeech \
+		--train_split_name train-clean --eval_split_name dev-clean \
 		--config tiny --output_dir $(RUNS)/pretrain-tiny --max_steps $(PRETRAIN_STEPS) --eval_steps 50 \
 		--save_steps 200 --resume_from_checkpoint latest --gumbel_schedule paper --seed $(SEED)
 
 codebook: pretrain
-	$(PYTHON) -m hf_wav2vec2.analysis.codebook --model $(RUNS)/pretrain-tiny --dataset $(CORPUS)/LibriSpeech \
-		--split dev-clean --output_dir $(RUNS)/codebook-tiny
+	$(PYTHON) -m hf_wav2vec2.analysis.codebook --model $(RUNS)/pretrain-tiny --dataset_name $(CORPUS)/LibriSpeech \
+		--eval_split_name dev-clean --output_dir $(RUNS)/codebook-tiny
 
 finetune: pretrain
-	$(PYTHON) train_ctc.py --model_name_or_path $(RUNS)/pretrain-tiny --dataset $(CORPUS)/LibriSpeech \
-		--split train-clean --eval_split dev-clean --test_split test-clean --output_dir $(RUNS)/ctc-tiny \
+	$(PYTHON) train_ctc.py --model_name_or_path $(RUNS)/pretrain-tiny --dataset_name $(CORPUS)/LibriSpeech \
+		--train_split_name train-clean --eval_split_name dev-clean --test_split_name test-clean --output_dir $(RUNS)/ctc-tiny \
 		--recipe tiny --max_steps $(FINETUNE_STEPS) --bf16 $(BF16) --disable_tqdm true --resume_from_checkpoint latest \
 		--seed $(SEED)
 
@@ -76,12 +77,12 @@ finetune: pretrain
 # the corpus keeps dev and test sentences out of train-clean.
 lm: $(LM)
 $(LM): | finetune
-	$(PYTHON) -m hf_wav2vec2.ngram --dataset $(CORPUS)/LibriSpeech --split train-clean --model $(RUNS)/ctc-tiny \
+	$(PYTHON) -m hf_wav2vec2.ngram --dataset_name $(CORPUS)/LibriSpeech --train_split_name train-clean --model $(RUNS)/ctc-tiny \
 		--order 4 --output $(LM)
 
-# Greedy and LM scores in one file; the LM weights were chosen on dev-clean (README)
+# Greedy and LM scores in one file; the LM weights were chosen on dev-clean (docs/experiments.md)
 evaluate: lm
-	$(PYTHON) evaluate_ctc.py --model $(RUNS)/ctc-tiny --dataset $(CORPUS)/LibriSpeech --split test-clean \
+	$(PYTHON) evaluate_ctc.py --model $(RUNS)/ctc-tiny --dataset_name $(CORPUS)/LibriSpeech --eval_split_name test-clean \
 		--kenlm $(LM) --beam_size 200 --lm_weight 1 --word_score 0 --output_json $(RUNS)/ctc-tiny/test_results.json
 
 transcribe: evaluate

@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
     pretrained = out / "pretrain"
     if not (pretrained / "model.safetensors").exists():
         timings["pretrain_s"] = run([
-            python, "train_pretrain.py", "--dataset", str(librispeech), "--split", "train-clean",
-            "--dev_split", "dev-clean", "--config", "tiny", "--output_dir", str(pretrained),
+            python, "train_pretrain.py", "--dataset_name", str(librispeech), "--train_split_name", "train-clean",
+            "--eval_split_name", "dev-clean", "--config", "tiny", "--output_dir", str(pretrained),
             "--max_steps", str(args.pretrain_steps), "--eval_steps", str(max(args.pretrain_steps // 10, 1)),
             "--save_steps", str(max(args.pretrain_steps // 4, 1)), "--seed", str(args.seed),
             "--gumbel_schedule", "paper", "--resume_from_checkpoint", "latest"], out / "pretrain.log",
@@ -117,8 +117,8 @@ def main(argv: list[str] | None = None) -> dict:
             dataset, split = sources[subset]
             wall = run([
                 python, "train_ctc.py", "--model_name_or_path", str(pretrained if arm == "pretrained" else scratch),
-                "--dataset", str(dataset), "--split", split, "--eval_dataset", str(librispeech),
-                "--eval_split", "dev-clean", "--test_split", "test-clean", "--processor_name_or_path",
+                "--dataset_name", str(dataset), "--train_split_name", split, "--eval_dataset_name", str(librispeech),
+                "--eval_split_name", "dev-clean", "--test_split_name", "test-clean", "--processor_name_or_path",
                 str(processor_dir), "--recipe", "tiny", "--max_steps", str(args.finetune_steps),
                 "--seed", str(args.seed), "--output_dir", str(folder), "--disable_tqdm", "true", "--bf16", args.bf16,
                 "--resume_from_checkpoint", "latest"], out / f"{name}.log")

@@ -6,7 +6,7 @@ Python, in memory (fine for the transcripts of a labelled set; the 8.5k words of
 second; use ``lmplz`` for a corpus of hundreds of millions of words), so that ``evaluate_ctc.py --kenlm`` and the
 pipeline can decode with an LM made from a dataset's own training transcripts:
 
-    python -m hf_wav2vec2.ngram --dataset data/default_corpus/LibriSpeech --split train-clean \\
+    python -m hf_wav2vec2.ngram --dataset_name data/default_corpus/LibriSpeech --train_split_name train-clean \\
         --model runs/ctc-tiny --order 4 --output runs/lm/train-clean-4gram.arpa
     python -m hf_wav2vec2.ngram --text corpus.txt --model runs/ctc-tiny --output lm.arpa   # one sentence per line
 
@@ -143,11 +143,16 @@ def write_arpa(model: list[dict[tuple[str, ...], tuple[float, float]]], path: st
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--dataset", help="speech dataset whose transcripts to use (anything evaluate_ctc.py reads)")
+    # the transformers examples' option names, as in the training scripts (the earlier ones still work)
+    source.add_argument("--dataset_name", "--dataset", help="speech dataset whose transcripts to use (anything "
+                                                            "evaluate_ctc.py reads)")
     source.add_argument("--text", help="a text file, one sentence per line")
-    parser.add_argument("--split", help="the dataset's split (e.g. train-clean); never the one you evaluate on")
-    parser.add_argument("--hub_config", help="the dataset's configuration (Common Voice's language, ...)")
-    parser.add_argument("--text_column", help="the dataset's transcript column (default: auto-detected)")
+    parser.add_argument("--train_split_name", "--split", help="the dataset's split (e.g. train-clean); never the one "
+                                                              "you evaluate on")
+    parser.add_argument("--dataset_config_name", "--hub_config", help="the dataset's configuration (Common Voice's "
+                                                                      "language, ...)")
+    parser.add_argument("--text_column_name", "--text_column", help="the dataset's transcript column (default: "
+                                                                    "auto-detected)")
     parser.add_argument("--model", help="write the text as this model's labels are written (its processor's "
                                         "normalisation); default: the dataset's usual normalisation")
     parser.add_argument("--order", type=int, default=4)
@@ -170,12 +175,13 @@ def main(argv: list[str] | None = None) -> None:
     else:
         from .data import load_speech_dataset
 
-        dataset = load_speech_dataset(args.dataset, split=args.split, hub_config=args.hub_config,
-                                      text_column=args.text_column, normalizer=normalizer)
+        dataset = load_speech_dataset(args.dataset_name, split=args.train_split_name,
+                                      hub_config=args.dataset_config_name, text_column=args.text_column_name,
+                                      normalizer=normalizer)
         lines = dataset["text"]
     sentences = [line.split() for line in lines if line.strip()]
     if not sentences:
-        raise SystemExit(f"no text in {args.text or args.dataset}")
+        raise SystemExit(f"no text in {args.text or args.dataset_name}")
     model = kneser_ney(sentences, args.order)
     write_arpa(model, args.output)
     logger.info("%d sentences, %d words, %s n-grams -> %s", len(sentences), sum(map(len, sentences)),

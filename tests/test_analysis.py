@@ -92,7 +92,7 @@ def _aligned_folder(root, rng):
 def test_command_writes_metrics_and_figure(tmp_path):
     _aligned_folder(tmp_path / "data", np.random.default_rng(0))
     W2V2ForPreTraining(tiny_config()).save_pretrained(tmp_path / "model")
-    result = codebook.main(["--model", str(tmp_path / "model"), "--dataset", str(tmp_path / "data"),
+    result = codebook.main(["--model", str(tmp_path / "model"), "--dataset_name", str(tmp_path / "data"),
                             "--output_dir", str(tmp_path / "out"), "--top_codes", "10"])
     saved = json.loads((tmp_path / "out" / "codebook.json").read_text())
     assert saved == json.loads(json.dumps(result))
@@ -101,7 +101,7 @@ def test_command_writes_metrics_and_figure(tmp_path):
     assert saved["pnmi_per_codebook"] == pytest.approx(np.mean([m["pnmi"] for m in saved["codebooks"]]))
     assert saved["frames"] + saved["unaligned_frames"] == 3 * ((8000 - 40) // 20 + 1)  # field 40, hop 20
     assert (tmp_path / "out" / "p_phone_given_code.png").stat().st_size > 1000
-    random = codebook.main(["--model", str(tmp_path / "model"), "--dataset", str(tmp_path / "data"),
+    random = codebook.main(["--model", str(tmp_path / "model"), "--dataset_name", str(tmp_path / "data"),
                             "--output_dir", str(tmp_path / "random"), "--random_init", "--seed", "3"])
     assert random["weights"] == "random (seed 3)" and random["frames"] == saved["frames"]
 
@@ -112,5 +112,5 @@ def test_command_without_alignments_says_what_is_expected(tmp_path):
         tsv.unlink()
     W2V2ForPreTraining(tiny_config()).save_pretrained(tmp_path / "model")
     with pytest.raises(ValueError, match=r"phones\.tsv"):
-        codebook.main(["--model", str(tmp_path / "model"), "--dataset", str(tmp_path / "data"),
+        codebook.main(["--model", str(tmp_path / "model"), "--dataset_name", str(tmp_path / "data"),
                        "--output_dir", str(tmp_path / "out")])

@@ -192,7 +192,7 @@ def test_evaluate_ctc_script_matches_per_utterance_decoding(tokenizer, tmp_path)
     arpa = tmp_path / "bigram.arpa"
     arpa.write_text(WORD_BIGRAM_ARPA)
     # 2. the script
-    argv = ["--model", str(tmp_path / "model"), "--dataset", str(tmp_path / "split"), "--batch_size", "3",
+    argv = ["--model", str(tmp_path / "model"), "--dataset_name", str(tmp_path / "split"), "--batch_size", "3",
             "--predictions", str(tmp_path / "pred.jsonl"), "--output_json", str(tmp_path / "scores.json")]
     has_lm = importlib.util.find_spec("flashlight") is not None
     if has_lm:

@@ -316,7 +316,7 @@ def tiny_folder(tmp_path_factory):
 
 
 def _pretrain_argv(folder, output, *extra):
-    return ["train_pretrain.py", "--dataset", str(folder / "audio"), "--config", str(folder / "config"),
+    return ["train_pretrain.py", "--dataset_name", str(folder / "audio"), "--config", str(folder / "config"),
             "--output_dir", str(output), "--max_steps", "24", "--save_steps", "5", "--logging_steps", "100",
             "--eval_steps", "1000", "--max_tokens", "40000", "--min_duration_s", "0.5", "--num_workers", "0",
             "--huge_pages", "false", *extra]
@@ -430,7 +430,7 @@ def ctc_folder(tmp_path_factory):
 
 
 def _ctc_argv(folder, output, *extra):
-    return ["train_ctc.py", "--model_name_or_path", str(folder / "start"), "--dataset", str(folder / "split"),
+    return ["train_ctc.py", "--model_name_or_path", str(folder / "start"), "--dataset_name", str(folder / "split"),
             "--output_dir", str(output), "--max_steps", "13", "--save_steps", "3", "--save_total_limit", "10",
             "--logging_steps", "1", "--max_tokens", "22000", "--freeze_finetune_updates", "2", "--learning_rate",
             "1e-3", "--disable_tqdm", "true", "--huge_pages", "false", "--report_to", "none", *extra]

@@ -271,7 +271,8 @@ def test_train_ctc_end_to_end(corpus, tmp_path, layout):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "HF_EVALUATE_OFFLINE": "1",
            "OMP_NUM_THREADS": "2"}
     command = [sys.executable, os.path.join(ROOT, "train_ctc.py"), "--model_name_or_path", str(start),
-               "--dataset", corpus, "--split", "train-clean", "--eval_split", "dev-clean", "--output_dir", str(out),
+               "--dataset_name", corpus, "--train_split_name", "train-clean", "--eval_split_name", "dev-clean",
+               "--output_dir", str(out),
                "--max_steps", "3", "--freeze_finetune_updates", "1", "--max_tokens", "160000",
                "--learning_rate", "1e-3", "--disable_tqdm", "true", "--report_to", "none"]
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)

@@ -418,7 +418,8 @@ def test_pretraining_run_writes_its_card_and_pushes_the_folder(tmp_path, recorde
     tiny_config().save_pretrained(config)
     output = tmp_path / "w2v2-pre"
     monkeypatch.setattr(sys, "argv", [
-        "train_pretrain.py", "--dataset", str(data), "--split", "train-clean", "--dev_split", "dev-clean",
+        "train_pretrain.py", "--dataset_name", str(data), "--train_split_name", "train-clean",
+        "--eval_split_name", "dev-clean",
         "--config", str(config), "--output_dir", str(output), "--max_steps", "2", "--save_steps", "2",
         "--eval_steps", "2", "--logging_steps", "1", "--max_tokens", "64000", "--min_duration_s", "0.5",
         "--num_workers", "0", "--huge_pages", "false", "--push_to_hub", "--hub_model_id", "me/w2v2-pre",

@@ -11,6 +11,7 @@ import io
 import json
 import os
 import sys
+import warnings
 
 import datasets
 import numpy as np
@@ -132,6 +133,7 @@ def test_options_of_a_datasets_source(cv_parquet, tmp_path):
 # ---------------------------------------------------------------------------------------------------- scripts
 def test_scripts_take_the_examples_names_and_the_earlier_aliases():
     from hf_wav2vec2.cli import evaluate_ctc, train_ctc, train_pretrain
+    from hf_wav2vec2.cli.common import warn_renamed_options
 
     parser = HfArgumentParser(train_ctc.Arguments)
     new = parser.parse_args_into_dataclasses(args=[
@@ -145,6 +147,14 @@ def test_scripts_take_the_examples_names_and_the_earlier_aliases():
         "--audio_column_name", "speech", "--max_train_samples", "5", "--max_eval_samples", "2",
         "--chars_to_ignore", ",", "?", "--text_case", "keep"])[0]
     assert new == old and new.dataset_name == ["cv"] and new.eval_split_name == "test"
+    # the old names warn, naming the new ones; the new names do not
+    with pytest.warns(FutureWarning) as caught:
+        warn_renamed_options(["--dataset", "cv", "--split=train", "--eval_split", "test"], train_ctc.Arguments)
+    assert sorted(str(w.message).split(";")[0] for w in caught) == [
+        "--dataset is now --dataset_name", "--eval_split is now --eval_split_name", "--split is now --train_split_name"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warn_renamed_options(["--dataset_name", "cv", "--train_split_name", "train"], train_ctc.Arguments)
     assert new.chars_to_ignore == [",", "?"]
     assert train_ctc.training_normalizer(new, ["cv"]) == TextNormalizer(chars_to_ignore=",?", case="keep")
     evaluate = HfArgumentParser(evaluate_ctc.Arguments)

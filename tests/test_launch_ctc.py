@@ -53,7 +53,7 @@ def _launch(launcher: list[str], folder, output, record, *extra) -> subprocess.C
     """Run train_ctc.py under ``launcher``; a hang fails within TIMEOUT_S, with every process's Python stack (the
     whole process group gets SIGABRT, which PYTHONFAULTHANDLER turns into tracebacks), instead of stalling."""
     command = [*launcher, os.path.join(ROOT, "train_ctc.py"), "--model_name_or_path", str(folder / "start"),
-               "--dataset", str(folder / "split"), "--output_dir", str(output), "--num_train_epochs", str(EPOCHS),
+               "--dataset_name", str(folder / "split"), "--output_dir", str(output), "--num_train_epochs", str(EPOCHS),
                "--max_tokens", str(MAX_TOKENS), "--freeze_finetune_updates", "1", "--learning_rate", "1e-3",
                "--logging_steps", "1", "--save_steps", "1", "--save_total_limit", "20", "--ddp_timeout", "120",
                "--disable_tqdm", "true", "--report_to", "none", *extra]
@@ -190,7 +190,7 @@ def test_torch_compile_option_gives_the_eager_losses_in_another_process(ctc_fold
     for name, extra in (("eager", []), ("compiled", ["--torch_compile_backend", "aot_eager"])):
         output = tmp_path / name
         command = [sys.executable, os.path.join(ROOT, "train_ctc.py"), "--model_name_or_path",
-                   str(ctc_folder / "start"), "--dataset", str(ctc_folder / "split"), "--output_dir", str(output),
+                   str(ctc_folder / "start"), "--dataset_name", str(ctc_folder / "split"), "--output_dir", str(output),
                    "--max_steps", "3", "--max_tokens", str(MAX_TOKENS), "--freeze_finetune_updates", "1",
                    "--learning_rate", "1e-3", "--logging_steps", "1", "--save_steps", "100", "--disable_tqdm", "true",
                    "--report_to", "none", "--huge_pages", "false", *extra]

@@ -27,7 +27,7 @@ TIMEOUT_S = 240
 
 def _launch(launcher: list[str], folder, output, *extra) -> dict:
     """Run the script under ``launcher``; return its train_history.json."""
-    argv = ["--dataset", str(folder / "audio"), "--config", str(folder / "config"), "--output_dir", str(output),
+    argv = ["--dataset_name", str(folder / "audio"), "--config", str(folder / "config"), "--output_dir", str(output),
             "--max_steps", "3", "--save_steps", "2", "--logging_steps", "1", "--eval_steps", "1000",
             "--max_tokens", "16000", "--min_duration_s", "0.1", "--num_workers", "0", "--huge_pages", "false",
             *extra]

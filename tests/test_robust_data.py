@@ -162,7 +162,7 @@ def test_long_utterances_are_chunked_in_evaluation(frame_local_model, tmp_path):
     assert len(one_pass["7-11-0000"]["greedy"]) > 10
     assert chunked == one_pass
     # the script: the same hypotheses, and the count of chunked utterances in the result
-    base = ["--model", str(folder), "--dataset", str(tmp_path / "split"), "--batch_size", "2"]
+    base = ["--model", str(folder), "--dataset_name", str(tmp_path / "split"), "--batch_size", "2"]
     result = evaluate_ctc.run([*base, "--max_duration_s", "0.4", "--predictions", str(tmp_path / "chunked.jsonl")])
     assert result["chunked_utterances"] == 2  # 1.2 s and 0.5 s
     unchunked = evaluate_ctc.run([*base, "--predictions", str(tmp_path / "one_pass.jsonl")])

@@ -62,8 +62,9 @@ def _pretrain(corpus, output_dir, *extra):
         W2V2Config.tiny(num_hidden_layers=2, conv_dim=(32,) * 7, hidden_size=32, num_attention_heads=2,
                         intermediate_size=64, num_conv_pos_embeddings=16, codevector_dim=16, proj_codevector_dim=16,
                         num_codevectors_per_group=8, num_negatives=10).save_pretrained(config)
-    _run([sys.executable, os.path.join(ROOT, "train_pretrain.py"), "--dataset", str(corpus), "--split", "train-clean",
-          "--dev_split", "dev-clean", "--config", str(config), "--output_dir", str(output_dir), "--max_steps", "4",
+    _run([sys.executable, os.path.join(ROOT, "train_pretrain.py"), "--dataset_name", str(corpus),
+          "--train_split_name", "train-clean", "--eval_split_name", "dev-clean", "--config", str(config),
+          "--output_dir", str(output_dir), "--max_steps", "4",
           "--save_steps", "2", "--eval_steps", "2", "--logging_steps", "1", "--max_tokens", "100000",
           "--num_workers", "0", *extra])
     return json.loads((output_dir / "train_history.json").read_text())
@@ -121,7 +122,7 @@ def test_scripts_huge_pages_option(script, tmp_path, monkeypatch):
     monkeypatch.setattr(module, "use_huge_pages", restart)
     (tmp_path / "model").mkdir()
     # A run that gets past the restart stops at once: no such preset, or no such local dataset (never the Hub).
-    argv = [script, "--dataset", str(tmp_path / "no_such_folder"), "--output_dir", str(tmp_path / "out")]
+    argv = [script, "--dataset_name", str(tmp_path / "no_such_folder"), "--output_dir", str(tmp_path / "out")]
     argv += ["--config", "no_such_preset"] if script == "train_pretrain.py" else [
         "--model_name_or_path", str(tmp_path / "model")]
     monkeypatch.setattr(sys, "argv", argv)

@@ -2,7 +2,7 @@
 
 Usage:
     python -m hf_wav2vec2.analysis.codebook --model runs/pretrain-tiny \
-        --dataset data/default_corpus/LibriSpeech --split dev-clean --output_dir runs/codebook
+        --dataset_name data/default_corpus/LibriSpeech --eval_split_name dev-clean --output_dir runs/codebook
     python -m hf_wav2vec2.analysis.codebook ... --random_init   # the same architecture with random weights
 
 Writes ``OUTPUT_DIR/codebook.json`` (the metrics below, with what was analysed) and
@@ -208,8 +208,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", required=True, help="a pretraining folder (W2V2ForPreTraining save_pretrained)")
-    parser.add_argument("--dataset", required=True, help="local LibriSpeech-layout tree with *.phones.tsv alignments")
-    parser.add_argument("--split", default=None, help="split of --dataset, e.g. dev-clean")
+    # the training scripts' option names (the earlier ones still work)
+    parser.add_argument("--dataset_name", "--dataset", required=True, help="local LibriSpeech-layout tree with "
+                                                                           "*.phones.tsv alignments")
+    parser.add_argument("--eval_split_name", "--split", default=None, help="split of --dataset_name, e.g. dev-clean")
     parser.add_argument("--output_dir", required=True)
     parser.add_argument("--random_init", action="store_true",
                         help="analyse the same architecture with random weights (the baseline) instead")
@@ -224,9 +226,10 @@ def main(argv: list[str] | None = None) -> dict:
         model = W2V2ForPreTraining(W2V2Config.from_pretrained(args.model))
     else:
         model = W2V2ForPreTraining.from_pretrained(args.model)
-    dataset = load_speech_dataset(args.dataset, split=args.split, min_samples=model.config.receptive_field)
+    dataset = load_speech_dataset(args.dataset_name, split=args.eval_split_name,
+                                  min_samples=model.config.receptive_field)
     description = {"model": args.model, "weights": f"random (seed {args.seed})" if args.random_init else "trained",
-                   "dataset": args.dataset, "split": args.split}
+                   "dataset": args.dataset_name, "split": args.eval_split_name}
     result = analyse(model, dataset, args.output_dir, max_utterances=args.max_utterances, top_codes=args.top_codes,
                      description=description)
     print(json.dumps(result, indent=1))

@@ -277,8 +277,8 @@ With hf_wav2vec2 installed (its console command `w2v2-train-ctc` runs the paper'
 transformers Trainer; see `w2v2-train-ctc --help`):
 
 ```bash
-w2v2-train-ctc --model_name_or_path {repo} --dataset /data/librispeech_finetuning --split 10h \\
-    --eval_dataset /data/LibriSpeech --eval_split dev-other --recipe 10h --output_dir runs/my-10h
+w2v2-train-ctc --model_name_or_path {repo} --dataset_name /data/librispeech_finetuning --train_split_name 10h \\
+    --eval_dataset_name /data/LibriSpeech --eval_split_name dev-other --recipe 10h --output_dir runs/my-10h
 ```
 
 ## Usage (features)
@@ -344,7 +344,7 @@ print(processor.batch_decode(logits.argmax(-1))[0])
 Word error rates, greedy and with a KenLM n-gram (the `lm` extra: `pip install ".[lm]"` in that clone):
 
 ```bash
-w2v2-evaluate-ctc --model {repo} --dataset /data/LibriSpeech --split test-clean \\
+w2v2-evaluate-ctc --model {repo} --dataset_name /data/LibriSpeech --eval_split_name test-clean \\
     --kenlm 4-gram.arpa.gz --beam_size 500 --lm_weight 2 --word_score -1
 ```"""
 

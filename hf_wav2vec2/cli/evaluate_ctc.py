@@ -1,12 +1,13 @@
 """Word and character error rates of a CTC model on one split: greedy decoding and, with ``--kenlm``, beam search
-with a KenLM n-gram (flashlight-text: ``pip install "hf_wav2vec2[lm]"``).
+with a KenLM n-gram (flashlight-text: the ``lm`` extra, ``pip install ".[lm]"`` in a clone).
 
 Usage:
     # greedy, on the default corpus
-    python evaluate_ctc.py --model runs/ctc-tiny --dataset data/default_corpus/LibriSpeech --split dev-clean
+    python evaluate_ctc.py --model runs/ctc-tiny --dataset_name data/default_corpus/LibriSpeech \
+        --eval_split_name dev-clean
 
     # LibriSpeech test-other with the official 4-gram word LM (the lexicon is spelled from the LM's unigrams)
-    python evaluate_ctc.py --model runs/ctc-base-10h --dataset /data/LibriSpeech --split test-other \
+    python evaluate_ctc.py --model runs/ctc-base-10h --dataset_name /data/LibriSpeech --eval_split_name test-other \
         --kenlm /data/lm/4-gram.arpa.gz --beam_size 500 --lm_weight 2 --word_score -1 --batch_size 16
 
     # a KenLM binary needs a lexicon or word list; a character-level LM decodes without lexicon
@@ -17,8 +18,9 @@ Usage:
     python evaluate_ctc.py --model me/w2v2-base-fr --dataset_name mozilla-foundation/common_voice_17_0 \
         --dataset_config_name fr --eval_split_name test --text_column_name sentence --max_eval_samples 500
 
-The earlier option names stay as aliases: ``--dataset`` (``--dataset_name``), ``--hub_config``
-(``--dataset_config_name``), ``--split`` (``--eval_split_name``), ``--max_utterances`` (``--max_eval_samples``).
+The earlier option names still work, with a warning, until version 0.2: ``--dataset`` (``--dataset_name``),
+``--hub_config`` (``--dataset_config_name``), ``--split`` (``--eval_split_name``), ``--max_utterances``
+(``--max_eval_samples``).
 
 Transcripts (references and hypotheses) are normalised the way the model was trained: the ``text_normalization``
 stored in its tokenizer config by ``train_ctc.py`` (``hf_wav2vec2.data.ctc.processor_normalizer``; a processor
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -39,11 +42,11 @@ import torch
 from transformers import AutoModelForCTC, AutoProcessor, HfArgumentParser
 
 import hf_wav2vec2  # registers model_type "w2v2" with the Auto classes
+from hf_wav2vec2.cli.common import start_run, warn_if_emulated_bf16, warn_renamed_options
 from hf_wav2vec2.data import load_speech_dataset
 from hf_wav2vec2.data.ctc import processor_normalizer
 from hf_wav2vec2.decoding import KenLMBeamSearchDecoder, greedy_decode
 from hf_wav2vec2.evaluation import error_rates, transcribe_dataset
-from hf_wav2vec2.training.precision import emulated_bf16_warning
 
 logger = logging.getLogger("evaluate_ctc")
 
@@ -53,17 +56,17 @@ class Arguments:
     model: str = field(metadata={"help": "model folder or Hub id (our W2V2ForCTC or transformers' Wav2Vec2ForCTC)"})
     dataset_name: list[str] = field(metadata={
         "aliases": ["--dataset"], "help": "Hub dataset, local datasets folder (audiofolder, Hub-layout parquet, "
-        "save_to_disk) or local LibriSpeech / Libri-light / audio folder(s) (alias: --dataset)"})
+        "save_to_disk) or local LibriSpeech / Libri-light / audio folder(s) (formerly --dataset)"})
     eval_split_name: str | None = field(default=None, metadata={
-        "aliases": ["--split"], "help": "split: test, test-clean, dev-other+test-other, 10min, ... (alias: --split)"})
+        "aliases": ["--split"], "help": "split: test, test-clean, dev-other+test-other, 10min, ... (formerly --split)"})
     dataset_config_name: str | None = field(default=None, metadata={
-        "aliases": ["--hub_config"], "help": "datasets configuration, e.g. fr, clean (alias: --hub_config)"})
+        "aliases": ["--hub_config"], "help": "datasets configuration, e.g. fr, clean (formerly --hub_config)"})
     audio_column_name: str = field(default="audio", metadata={"help": "audio column of a datasets source"})
     text_column_name: str | None = field(default=None, metadata={
         "help": "transcript column of a datasets source; default: the first of text, sentence, transcription, "
         "transcript, normalized_text"})
     max_eval_samples: int | None = field(default=None, metadata={
-        "aliases": ["--max_utterances"], "help": "evaluate only the first N utterances (alias: --max_utterances)"})
+        "aliases": ["--max_utterances"], "help": "evaluate only the first N utterances (formerly --max_utterances)"})
     batch_size: int = 8
     max_duration_s: float = field(default=60.0, metadata={
         "help": "an utterance longer than this runs alone, in chunks of this length with a sixth of it as context "
@@ -89,9 +92,11 @@ class Arguments:
 
 
 def run(argv: list[str] | None = None) -> dict:
+    start_run(logger, processes=False)
+    argv = sys.argv[1:] if argv is None else argv
+    warn_renamed_options(argv, Arguments)
     (args,) = HfArgumentParser(Arguments).parse_args_into_dataclasses(args=argv)
     hf_wav2vec2.check_model_path(args.model)  # a mistyped local folder: "does not exist", not a Hub error
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     # 1. processor, and the transcript normalisation the model was trained with
     processor = AutoProcessor.from_pretrained(args.model, trust_remote_code=args.trust_remote_code)
@@ -112,8 +117,7 @@ def run(argv: list[str] | None = None) -> dict:
     model = AutoModelForCTC.from_pretrained(args.model, trust_remote_code=args.trust_remote_code,
                                             dtype=getattr(torch, args.dtype))
     model.to(args.device).eval()
-    if (warning := emulated_bf16_warning(torch.device(args.device).type, args.dtype == "bfloat16")) is not None:
-        logger.warning(warning)
+    warn_if_emulated_bf16(logger, torch.device(args.device).type, args.dtype == "bfloat16")
     vocab_size = model.config.vocab_size
 
     # 4. decoders: greedy, and beam search with the LM when given

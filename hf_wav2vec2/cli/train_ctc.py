@@ -2,13 +2,15 @@
 
 Usage:
     # the default corpus and the tiny model pretrained by train_pretrain.py (CPU, a few minutes)
-    python train_ctc.py --model_name_or_path runs/pretrain-tiny --dataset data/default_corpus/LibriSpeech \
-        --split train-clean --eval_split dev-clean --test_split test-clean --output_dir runs/ctc-tiny
+    python train_ctc.py --model_name_or_path runs/pretrain-tiny --dataset_name data/default_corpus/LibriSpeech \
+        --train_split_name train-clean --eval_split_name dev-clean --test_split_name test-clean \
+        --output_dir runs/ctc-tiny
 
     # BASE on the Libri-light 10 h set (the paper's recipe; 2 GPUs x 4 accumulation steps = fairseq's 8 batches)
     accelerate launch --multi_gpu --num_processes 2 --mixed_precision bf16 train_ctc.py \
-        --model_name_or_path runs/base --dataset /data/librispeech_finetuning --split 10h \
-        --eval_dataset /data/LibriSpeech --eval_split dev-other --recipe 10h --gradient_accumulation_steps 4 \
+        --model_name_or_path runs/base --dataset_name /data/librispeech_finetuning --train_split_name 10h \
+        --eval_dataset_name /data/LibriSpeech --eval_split_name dev-other --recipe 10h \
+        --gradient_accumulation_steps 4 \
         --output_dir runs/base-10h --push_to_hub --hub_model_id me/w2v2-base-10h
 
     # any language, any Hub dataset (or a local folder datasets reads), with the transformers examples' names
@@ -49,8 +51,8 @@ with the epoch), to check the data order.
 
 Dataset options carry the transformers examples' names (``--dataset_name``, ``--dataset_config_name``,
 ``--train_split_name``, ``--eval_split_name``, ``--audio_column_name``, ``--text_column_name``,
-``--max_train_samples``, ``--max_eval_samples``); the earlier ones stay as aliases (``--dataset``, ``--hub_config``,
-``--split``, ``--eval_dataset``, ``--eval_split``, ``--test_split``).
+``--max_train_samples``, ``--max_eval_samples``); the earlier ones (``--dataset``, ``--hub_config``, ``--split``,
+``--eval_dataset``, ``--eval_split``, ``--test_split``) still work, with a warning, until version 0.2.
 
 Transcripts: ``--text_normalization auto`` (default) keeps LibriSpeech's English normalisation for LibriSpeech and
 Libri-light sources and uses NFC text that keeps the letters of every script for everything else
@@ -93,6 +95,7 @@ from transformers.trainer import TRAINER_STATE_NAME
 from hf_wav2vec2 import W2V2Config, W2V2ForCTC
 from hf_wav2vec2.cli.card_info import finetuned_model_card_info
 from hf_wav2vec2.cli.cards import build_model_card
+from hf_wav2vec2.cli.common import DataArguments, start_run, warn_if_emulated_bf16, warn_renamed_options
 from hf_wav2vec2.data import LIBRISPEECH, AudioDataset, TextNormalizer, default_normalizer, load_speech_dataset
 from hf_wav2vec2.data.ctc import (
     CTCCollator,
@@ -110,42 +113,21 @@ from hf_wav2vec2.training import FINETUNING_RECIPES, choose_finetuning_recipe
 from hf_wav2vec2.training.allocator import use_huge_pages
 from hf_wav2vec2.training.checkpoints import check_output_dir, latest_checkpoint
 from hf_wav2vec2.training.finetune import CTCTrainer, argmax_logits, make_compute_metrics
-from hf_wav2vec2.training.precision import emulated_bf16_warning
 
 logger = logging.getLogger("train_ctc")
 
 
-@dataclass
-class Arguments:
-    """The script's own options. Dataset options carry the transformers examples' names
-    (``run_speech_recognition_ctc.py``); the earlier names stay as aliases (``--dataset``, ``--hub_config``,
-    ``--split``, ``--eval_dataset``, ``--eval_split``, ``--test_split``)."""
+@dataclass(kw_only=True)
+class Arguments(DataArguments):
+    """The script's own options; the data's are :class:`DataArguments` (the transformers examples' names)."""
 
     model_name_or_path: str = field(metadata={"help": "a pretraining output folder (save_pretrained W2V2ForPreTraining)"
                                                       " or an official HF-layout wav2vec2 folder"})
-    dataset_name: list[str] = field(metadata={
-        "aliases": ["--dataset"], "help": "Hub dataset name(s), local folder(s) datasets.load_dataset reads "
-        "(audiofolder with metadata.csv, Hub-layout parquet, save_to_disk), or local LibriSpeech / Libri-light / "
-        "audio folder(s) with transcripts (alias: --dataset)"})
-    dataset_config_name: str | None = field(default=None, metadata={
-        "aliases": ["--hub_config"], "help": "datasets configuration: Common Voice's language (fr), librispeech_asr's"
-        " clean (alias: --hub_config)"})
-    train_split_name: str | None = field(default=None, metadata={
-        "aliases": ["--split"], "help": "training split(s): train, train+validation, train-clean-100, or a "
-        "Libri-light subset 10min / 1h / 10h (alias: --split)"})
-    eval_dataset_name: list[str] | None = field(default=None, metadata={
-        "aliases": ["--eval_dataset"], "help": "eval source(s); default: --dataset_name (alias: --eval_dataset)"})
-    eval_split_name: str | None = field(default=None, metadata={
-        "aliases": ["--eval_split"], "help": "dev split: WER/CER during training and at the end; none: no evaluation "
-        "during training (alias: --eval_split)"})
     test_split_name: str | None = field(default=None, metadata={
-        "aliases": ["--test_split"], "help": "also report WER/CER on this split at the end (alias: --test_split)"})
-    audio_column_name: str = field(default="audio", metadata={"help": "audio column of a datasets source"})
+        "aliases": ["--test_split"], "help": "also report WER/CER on this split at the end (formerly --test_split)"})
     text_column_name: str | None = field(default=None, metadata={
         "help": "transcript column of a datasets source; default: the first of text, sentence, transcription, "
         "transcript, normalized_text"})
-    max_train_samples: int | None = field(default=None, metadata={"help": "use only the first N training utterances"})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "use only the first N dev/test utterances"})
     text_normalization: str = field(default="auto", metadata={
         "help": "transcript normalisation, stored with the processor: auto (librispeech for LibriSpeech / Libri-light"
         " sources, else unicode), librispeech (upper-case A-Z and apostrophes, English only) or unicode (NFC, every "
@@ -159,9 +141,6 @@ class Arguments:
     processor_name_or_path: str | None = field(default=None, metadata={"help": "reuse this processor (vocabulary "
                                                                                "and normalisation) instead of "
                                                                                "building one"})
-    language: list[str] | None = field(default=None, metadata={
-        "help": "ISO 639 code(s) of the speech, for the model card (fr; several for multilingual data); default: en "
-        "for LibriSpeech / Libri-light / the synthetic corpus, else not stated"})
     recipe: str = field(default="auto", metadata={"help": "auto, tiny, 10m, 1h, 10h, 100h or 960h"})
     max_tokens: int | None = field(default=None, metadata={"help": "audio samples per device and batch (instead of "
                                                                    "a batch size: batches are built by total audio)"})
@@ -239,7 +218,7 @@ REPLACED_OPTIONS = {
 
 
 def given_options(argv: list[str]) -> set[str]:
-    """The ``dest`` of every option written on the command line (aliases included), defaults left out, plus the
+    """The ``dest`` of every option written on the command line (old names included), defaults left out, plus the
     names of options the parser does not know (``--warmup_ratio`` of older transformers)."""
     probe = HfArgumentParser((Arguments, CTCTrainingArguments))
     for action in probe._actions:
@@ -329,17 +308,16 @@ def check_run_options(args: Arguments, training_args: CTCTrainingArguments) -> s
 
 
 def main():
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
-        # torchrun on CPU-only machines: without this the Trainer trains WORLD_SIZE independent copies.
-        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
+    start_run(logger)
     parser = HfArgumentParser((Arguments, CTCTrainingArguments))
     # Restart (same arguments) before the arguments become dataclasses: building TrainingArguments sets up the
     # device and torch.distributed, which the restarted process would then do a second time under the same pid.
     argv = sys.argv[1:]
+    warn_renamed_options(argv, Arguments)
     parser.set_defaults(**check_options(argv))
-    if parser.parse_args().huge_pages:
+    if parser.parse_args(argv).huge_pages:
         use_huge_pages()
-    args, training_args = parser.parse_args_into_dataclasses()
+    args, training_args = parser.parse_args_into_dataclasses(args=argv)
     if "num_train_epochs" in given_options(argv):  # a run of that many epochs: the Trainer counts its updates
         training_args.max_steps = -1
     if training_args.fsdp and training_args.device.type == "cpu":
@@ -354,12 +332,10 @@ def main():
                            "mode": training_args.torch_compile_mode}
         training_args.torch_compile = False
         training_args.torch_compile_backend = training_args.torch_compile_mode = None
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     transformers.utils.logging.set_verbosity_warning()
     logging.getLogger("accelerate").setLevel(logging.WARNING)  # per-eval notes on dynamic batch sizes
     resume = check_run_options(args, training_args)
-    if (warning := emulated_bf16_warning(training_args.device.type, training_args.bf16)) is not None:
-        logger.warning(warning)
+    warn_if_emulated_bf16(logger, training_args.device.type, training_args.bf16)
     config = W2V2Config.from_pretrained(args.model_name_or_path)
 
     # 1. data: utterances with transcripts, normalised as the processor's (vocabulary, labels and references

@@ -2,13 +2,13 @@
 
 Usage:
     # the default corpus (make corpus), tiny model, CPU
-    python train_pretrain.py --dataset data/default_corpus/LibriSpeech --split train-clean \
-        --dev_split dev-clean --config tiny --output_dir runs/pretrain-tiny --max_steps 1500
+    python train_pretrain.py --dataset_name data/default_corpus/LibriSpeech --train_split_name train-clean \
+        --eval_split_name dev-clean --config tiny --output_dir runs/pretrain-tiny --max_steps 1500
 
     # LibriSpeech 960 h, BASE, 8 GPUs (or any Accelerate config: multi-node, FSDP, bf16)
     accelerate launch --multi_gpu --num_processes 8 --mixed_precision bf16 train_pretrain.py \
-        --dataset /data/LibriSpeech --split train-clean-100+train-clean-360+train-other-500 \
-        --dev_split dev-clean --config base --output_dir runs/base --max_steps 400000
+        --dataset_name /data/LibriSpeech --train_split_name train-clean-100+train-clean-360+train-other-500 \
+        --eval_split_name dev-clean --config base --output_dir runs/base --max_steps 400000
 
     # two CPU processes (gloo); each takes every second batch, so this equals one process with
     # --gradient_accumulation_steps 2 (same utterances, masks, negatives and Gumbel noise per update)
@@ -46,6 +46,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 
@@ -59,13 +60,13 @@ from transformers import HfArgumentParser
 from hf_wav2vec2 import W2V2Config, W2V2ForPreTraining
 from hf_wav2vec2.cli.card_info import pretraining_model_card_info
 from hf_wav2vec2.cli.cards import build_model_card
+from hf_wav2vec2.cli.common import DataArguments, start_run, warn_if_emulated_bf16, warn_renamed_options
 from hf_wav2vec2.data import AudioDataset, MaxTokensBatchSampler, PretrainingCollator, load_speech_dataset
 from hf_wav2vec2.data.ctc import build_feature_extractor
 from hf_wav2vec2.hub import PRETRAINING_PUSH_IGNORE, push_hub_folder, save_hub_folder
 from hf_wav2vec2.training import adamw, choose_pretraining_recipe, polynomial_decay_lr_lambda
 from hf_wav2vec2.training.allocator import use_huge_pages
 from hf_wav2vec2.training.checkpoints import check_output_dir
-from hf_wav2vec2.training.precision import emulated_bf16_warning
 from hf_wav2vec2.training.pretraining import (
     STATE_FILE,
     PretrainingState,
@@ -79,31 +80,11 @@ from hf_wav2vec2.training.pretraining import (
 logger = logging.getLogger("train_pretrain")
 
 
-@dataclass
-class Arguments:
-    """Dataset options carry the transformers examples' names; the earlier ones stay as aliases (``--dataset``,
-    ``--hub_config``, ``--split``, ``--dev_dataset``, ``--dev_split``)."""
+@dataclass(kw_only=True)
+class Arguments(DataArguments):
+    """The script's own options; the data's are :class:`DataArguments`."""
 
-    dataset_name: list[str] = field(metadata={
-        "aliases": ["--dataset"], "help": "Hub dataset name(s), local folder(s) datasets.load_dataset reads "
-        "(audiofolder, Hub-layout parquet, save_to_disk), or local LibriSpeech / Libri-light / audio folder(s) "
-        "(alias: --dataset)"})
     output_dir: str = field(metadata={"help": "where the model, checkpoints and logs go"})
-    dataset_config_name: str | None = field(default=None, metadata={
-        "aliases": ["--hub_config"], "help": "datasets configuration, e.g. Common Voice's fr (alias: --hub_config)"})
-    train_split_name: str | None = field(default=None, metadata={
-        "aliases": ["--split"], "help": "training split(s): train, train-clean-100+train-other-500 (alias: --split)"})
-    eval_dataset_name: list[str] | None = field(default=None, metadata={
-        "aliases": ["--dev_dataset"], "help": "dev source(s); default: --dataset_name (alias: --dev_dataset)"})
-    eval_split_name: str | None = field(default=None, metadata={
-        "aliases": ["--dev_split"], "help": "dev split for the validation loss (alias: --dev_split)"})
-    audio_column_name: str = field(default="audio", metadata={"help": "audio column of a datasets source"})
-    max_train_samples: int | None = field(default=None, metadata={"help": "use only the first N training "
-                                                                          "utterances"})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "use only the first N dev utterances"})
-    language: list[str] | None = field(default=None, metadata={
-        "help": "ISO 639 code(s) of the speech, for the model card (fr; several for multilingual data); default: en "
-        "for LibriSpeech / Libri-light / the synthetic corpus, else not stated"})
     config: str = field(default="tiny", metadata={"help": "preset (base, large_lv60, tiny) or a config.json path"})
     max_steps: int = field(default=1000, metadata={"help": "optimizer updates"})
     learning_rate: float | None = field(default=None, metadata={"help": "peak LR; default: the preset's recipe"})
@@ -175,15 +156,13 @@ def check_arguments(args: Arguments) -> None:
 
 
 def main():
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
-        # torchrun on CPU-only machines: without this every process trains alone, as the main process, and they
-        # collide in the output folder.
-        os.environ.setdefault("ACCELERATE_USE_CPU", "true")
-    (args,) = HfArgumentParser(Arguments).parse_args_into_dataclasses()
+    start_run(logger)
+    argv = sys.argv[1:]
+    warn_renamed_options(argv, Arguments)
+    (args,) = HfArgumentParser(Arguments).parse_args_into_dataclasses(args=argv)
     check_arguments(args)
     if args.huge_pages:
         use_huge_pages()  # re-executes this script once, same arguments
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
     config = build_config(args.config)
     recipe = choose_pretraining_recipe(args.config, config)
     learning_rate = args.learning_rate or recipe.learning_rate
@@ -196,8 +175,7 @@ def main():
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=config.layerdrop > 0)],
     )
     set_seed(args.seed)
-    if (warning := emulated_bf16_warning(accelerator.device.type, accelerator.mixed_precision == "bf16")) is not None:
-        logger.warning(warning)
+    warn_if_emulated_bf16(logger, accelerator.device.type, accelerator.mixed_precision == "bf16")
     os.makedirs(args.output_dir, exist_ok=True)
     checkpoints = os.path.join(args.output_dir, "checkpoints")
     # Before any work: a folder holding another run is refused unless resumed or overwritten; resuming from an

@@ -91,7 +91,7 @@ def test_ctc_non_finite_update_is_skipped_and_counted(tmp_path, caplog):
 
 
 def test_ctc_consecutive_non_finite_updates_stop_the_run(tmp_path):
-    from hf_wav2vec2.training.pretraining import TrainingStopped
+    from hf_wav2vec2.training.skips import TrainingStopped
 
     snapshots = _Snapshots()
     trainer = _ctc_trainer(tmp_path, _collate, max_steps=10, max_consecutive_skips=3, callbacks=[snapshots.callback],
@@ -103,11 +103,11 @@ def test_ctc_consecutive_non_finite_updates_stop_the_run(tmp_path):
 
 
 def test_ctc_updates_without_usable_examples_are_skipped(tmp_path):
-    from hf_wav2vec2.training.pretraining import TrainingStopped
+    from hf_wav2vec2.training.skips import TrainingStopped
 
     trainer = _ctc_trainer(tmp_path, lambda examples: None, max_steps=10, max_consecutive_skips=2)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
-    with pytest.raises(TrainingStopped, match=r"0 non-finite, 2 without usable examples"):
+    with pytest.raises(TrainingStopped, match=r"0 non-finite, 2 without usable audio"):
         trainer.train()
     assert all(torch.equal(p, before[n]) for n, p in trainer.model.named_parameters())
     assert not trainer.optimizer.state  # Adam never stepped
@@ -138,7 +138,8 @@ def _audio_batch():
 
 
 def test_pretraining_empty_batches_are_not_updates_and_non_finite_ones_change_nothing():
-    from hf_wav2vec2.training.pretraining import TrainingStopped, pretraining_update
+    from hf_wav2vec2.training.pretraining import pretraining_update
+    from hf_wav2vec2.training.skips import TrainingStopped
 
     accelerator, model, optimizer, scheduler, state, poisoned = _pretraining_setup()
     before = {n: p.detach().clone() for n, p in model.named_parameters()}

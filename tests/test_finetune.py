@@ -374,7 +374,7 @@ def test_fp16_overflows_stop_the_run_only_below_the_minimum_loss_scale():
     """The scaler's calibration overflows (scale 2^10 halved five times) do not stop the run; overflows at a scale
     below fairseq's min_loss_scale (1e-4) count toward max_consecutive_skips like any non-finite update."""
     from hf_wav2vec2.training.finetune import MIN_LOSS_SCALE
-    from hf_wav2vec2.training.pretraining import TrainingStopped
+    from hf_wav2vec2.training.skips import TrainingStopped
 
     _, _, scaler, guard = _guarded_fp16_update("overflow", updates=5, max_consecutive_skips=2)
     assert scaler.get_scale() == 2.0**5 and guard.skipped_updates == 5 and guard.consecutive_skips == 0

@@ -37,8 +37,8 @@ from ..data.batching import MaxTokensBatchSampler
 from ..decoding import greedy_decode
 from ..hub import PushCodeFilesCallback
 from .checkpoints import disk_full_error, is_disk_full, latest_checkpoint
-from .pretraining import TrainingStopped
 from .schedules import tri_stage_lr_lambda
+from .skips import SkipCounts
 
 logger = logging.getLogger("hf_wav2vec2.training")
 
@@ -123,14 +123,25 @@ class SkipGuard(TrainerCallback, ExportableState):
 
     def __init__(self, max_consecutive_skips: int | None = 10):
         self.max_consecutive_skips = max_consecutive_skips
-        self.skipped_updates = self.empty_updates = self.consecutive_skips = 0
+        self.counts = SkipCounts()
         self._real_batches, self._finite_loss = 0, True
         self.trainer = None  # set by CTCTrainer
 
+    @property
+    def skipped_updates(self) -> int:
+        return self.counts.skipped_updates
+
+    @property
+    def empty_updates(self) -> int:
+        return self.counts.empty_updates
+
+    @property
+    def consecutive_skips(self) -> int:
+        return self.counts.consecutive_skips
+
     def state(self) -> dict:
         return {"args": {"max_consecutive_skips": self.max_consecutive_skips},
-                "attributes": {"skipped_updates": self.skipped_updates, "empty_updates": self.empty_updates,
-                               "consecutive_skips": self.consecutive_skips}}
+                "attributes": dict(self.counts.__dict__)}
 
     def record(self, real_batch: bool, loss: torch.Tensor) -> None:
         self._real_batches += int(real_batch)
@@ -139,8 +150,7 @@ class SkipGuard(TrainerCallback, ExportableState):
     def on_train_begin(self, args, state, control, **kwargs):
         saved = (state.stateful_callbacks or {}).get(type(self).__name__)
         if isinstance(saved, dict) and "attributes" in saved:  # a resumed run
-            for name, value in saved["attributes"].items():
-                setattr(self, name, value)
+            self.counts = SkipCounts(**saved["attributes"])
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         trainer = self.trainer
@@ -155,36 +165,26 @@ class SkipGuard(TrainerCallback, ExportableState):
         self._real_batches, self._finite_loss = 0, True
         update = state.global_step + 1
         if real > 0 and not bad_loss and not bad_grad:
-            self.consecutive_skips = 0
+            self.counts.applied()
             return
         scaler = trainer.accelerator.scaler
         # fp16: a non-finite gradient from a finite loss is the scaler's overflow, which it backs off from.
         overflow = scaler is not None and real > 0 and not bad_loss
         if real == 0:
-            self.empty_updates += 1
-            logger.warning("update %d: no usable example in its batches, skipped (%d such updates so far)", update,
-                           self.empty_updates)
+            self.counts.empty(update)
         else:
-            self.skipped_updates += 1
-            logger.warning("update %d skipped: non-finite %s%s (%d skipped so far)", update,
-                           "loss" if bad_loss else "gradient",
-                           f" (fp16 overflow at loss scale {scaler.get_scale():g})" if overflow else "",
-                           self.skipped_updates)
-        # The scaler's first overflows only calibrate it; they count once its scale is below fairseq's
-        # min_loss_scale (1e-4), where the model rather than the scale overflows.
-        if not overflow or scaler.get_scale() < MIN_LOSS_SCALE:
-            self.consecutive_skips += 1
+            # The scaler's first overflows only calibrate it; they count toward the limit once its scale is below
+            # fairseq's min_loss_scale (1e-4), where the model rather than the scale overflows.
+            self.counts.non_finite(
+                update, ("non-finite loss" if bad_loss else "non-finite gradient")
+                + (f" (fp16 overflow at loss scale {scaler.get_scale():g})" if overflow else ""),
+                toward_limit=not overflow or scaler.get_scale() < MIN_LOSS_SCALE)
         # The Trainer has unscaled the gradients before this callback (its gradient norm goes through
         # accelerator.clip_grad_norm_), so a scaler already holds its own inf check: with no gradients it still
         # skips (and backs off from) an overflow, never unscales again, and steps no parameter.
         for p in model.parameters():
             p.grad = None
-        if self.max_consecutive_skips is not None and self.consecutive_skips >= self.max_consecutive_skips:
-            raise TrainingStopped(
-                f"{self.consecutive_skips} consecutive updates skipped at update {update} ({self.skipped_updates} "
-                f"non-finite, {self.empty_updates} without usable examples in all): stopping. The checkpoints in "
-                f"{args.output_dir} hold the last good weights; lower the learning rate, check the data, or raise "
-                f"--max_consecutive_skips")
+        self.counts.check(self.max_consecutive_skips, update, f"The checkpoints in {args.output_dir}")
 
 
 # --------------------------------------------------------------------------------------------------- metrics

@@ -30,23 +30,22 @@ import torch
 from ..configuration import SAMPLING_RATE
 from .checkpoints import disk_full_error, is_disk_full, latest_checkpoint, prune_checkpoints
 from .schedules import gumbel_temperature
+from .skips import SkipCounts
 
 logger = logging.getLogger("hf_wav2vec2.training")
 
 
 @dataclass
-class PretrainingState:
+class PretrainingState(SkipCounts):
     """What the loop needs to continue as if never stopped; saved as JSON (``training_state.json``) in every
     checkpoint, beside Accelerate's model, optimizer, LR-schedule and RNG files. The Gumbel temperature is a function
     of ``step`` (:func:`gumbel_temperature`), masks, negatives and Gumbel noise of ``(seed, step)``
-    (:func:`mask_generator`); the fp16 loss scale is in Accelerate's files."""
+    (:func:`mask_generator`); the fp16 loss scale is in Accelerate's files. The skip counters are those of
+    :class:`~hf_wav2vec2.training.skips.SkipCounts`."""
 
     step: int = 0  # updates done, skipped non-finite ones included (they use their slot of max_steps and the LR)
     epoch: int = 0
     batches_in_epoch: int = 0  # micro-batches of the current epoch already consumed
-    skipped_updates: int = 0  # updates dropped for a non-finite loss or gradient
-    empty_updates: int = 0  # updates whose micro-batches held no usable audio: no step, not counted in ``step``
-    consecutive_skips: int = 0  # skipped or empty updates since the last applied one
     seen_audio_s: float = 0.0
     run_id: str = ""  # lineage: a resumed run keeps it; pruning only deletes checkpoints that carry it
     history: list = field(default_factory=list)  # [step, loss] of every update, for the resume test and plots
@@ -59,10 +58,6 @@ class PretrainingState:
         if unknown:
             raise ValueError(f"unknown training state field(s) {sorted(unknown)}")
         self.__dict__.update(state)
-
-
-class TrainingStopped(RuntimeError):
-    """Too many consecutive updates were skipped (non-finite loss or gradient, or no usable audio)."""
 
 
 def mask_generator(device: torch.device, seed: int, step: int, micro_batch: int) -> torch.Generator:
@@ -118,11 +113,8 @@ def pretraining_update(accelerator, model, optimizer, scheduler, batches, state:
     counts = accelerator.reduce(torch.tensor(local, dtype=torch.float64, device=device), "sum").tolist()
     if counts[1] == 0:  # no usable audio anywhere: not an update
         optimizer.zero_grad(set_to_none=True)
-        state.empty_updates += 1
-        state.consecutive_skips += 1
-        logger.warning("no usable audio in the %d batch(es) of this update: skipped, not counted (%d so far)",
-                       len(batches), state.empty_updates)
-        _check_consecutive_skips(state, max_consecutive_skips)
+        state.empty(state.step + 1)  # not counted in ``step``
+        state.check(max_consecutive_skips, state.step)
         return None
     n_total = max(counts[0], 1.0)
     # DDP averages gradients over processes: world_size / n makes the result the gradient of sum(loss) / n.
@@ -170,14 +162,10 @@ def pretraining_update(accelerator, model, optimizer, scheduler, batches, state:
         if applied:
             optimizer.step()
     if applied:
-        state.consecutive_skips = 0
+        state.applied()
     else:
-        state.skipped_updates += 1
-        state.consecutive_skips += 1
-        logger.warning("update %d skipped: loss %s, gradient norm %s%s (%d skipped so far)", state.step + 1,
-                       totals["loss"] / n_total, grad_norm,
-                       f", fp16 loss scale now {scaler.get_scale()}" if scaler is not None else "",
-                       state.skipped_updates)
+        state.non_finite(state.step + 1, f"loss {totals['loss'] / n_total}, gradient norm {grad_norm}"
+                         + (f", fp16 loss scale now {scaler.get_scale()}" if scaler is not None else ""))
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
 
@@ -203,7 +191,7 @@ def pretraining_update(accelerator, model, optimizer, scheduler, batches, state:
     state.step += 1
     state.seen_audio_s += totals["audio_s"]
     state.history.append([state.step, metrics["loss"]])
-    _check_consecutive_skips(state, max_consecutive_skips)
+    state.check(max_consecutive_skips, state.step)
     return metrics
 
 
@@ -217,16 +205,6 @@ def _check_scheduler(accelerator, scheduler) -> None:
                          "step_scheduler_with_optimizer=False (pretraining_update steps it once per update)")
 
 
-def _check_consecutive_skips(state: PretrainingState, limit: int | None) -> None:
-    if limit is not None and state.consecutive_skips >= limit:
-        raise TrainingStopped(
-            f"{state.consecutive_skips} consecutive updates skipped (non-finite loss or gradient, or batches without "
-            f"usable audio; {state.skipped_updates} non-finite and {state.empty_updates} empty in all) at update "
-            f"{state.step}: stopping. The checkpoints written so far hold the last good weights; lower the learning "
-            f"rate, check the data, or raise --max_consecutive_skips")
-
-
-@torch.no_grad()
 def validate(accelerator, model, dataloader, *, seed: int = 0) -> dict:
     """Contrastive loss and accuracy per masked frame on a dev set, with masks drawn from a fixed seed."""
     model.eval()

@@ -6,7 +6,8 @@
   the LM's unigrams when none is given) or its lexicon-free decoder with a token-level (character) n-gram. ARPA,
   gzipped ARPA or KenLM binary files; KenLM is compiled into the flashlight-text wheel (``pip install
   "hf_wav2vec2[lm]"``), no other package is needed.
-- :func:`output_frame_lengths`: the real frames of each item of a padded batch, the frames the decoders read.
+- :func:`output_frame_lengths`: the real frames of each item of a padded batch, the frames the decoders read;
+  :func:`blank_padded_frames`: the frames past them made certain blanks.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 from torch.nn import functional as F
+
+from .frames import frame_mask
 
 logger = logging.getLogger("hf_wav2vec2.decoding")
 
@@ -37,6 +40,21 @@ def greedy_decode(token_ids: torch.Tensor | np.ndarray, tokenizer, lengths: torc
     ids = ids.masked_fill(ids < 0, tokenizer.pad_token_id)
     lengths = lengths.tolist() if lengths is not None else [ids.shape[1]] * ids.shape[0]
     return tokenizer.batch_decode([row[:n].tolist() for row, n in zip(ids, lengths)])
+
+
+# The log-probability of every token but the blank on a padded frame: far below any real one, and finite, so that a
+# beam search adds it safely (and it fits bf16).
+NOT_BLANK = -1e4
+
+
+def blank_padded_frames(logits: torch.Tensor, frame_lengths: torch.Tensor, blank: int) -> torch.Tensor:
+    """(B, T, V) logits with every frame at or past ``frame_lengths[b]`` (B,) made a certain blank (0 for the blank,
+    :data:`NOT_BLANK` for every other token): the frames a padded batch computes past an utterance's end decode as
+    nothing, greedy or with a beam search, instead of being read as speech."""
+    padded = ~frame_mask(frame_lengths.to(logits.device), logits.shape[1])  # (B, T)
+    certain_blank = torch.full_like(logits[0, 0], NOT_BLANK)  # (V,)
+    certain_blank[blank] = 0.0
+    return torch.where(padded[..., None], certain_blank, logits)
 
 
 def output_frame_lengths(model, outputs, sample_lengths: torch.Tensor | None) -> torch.Tensor:

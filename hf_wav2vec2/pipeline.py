@@ -22,8 +22,8 @@ from transformers import AutomaticSpeechRecognitionPipeline, pipeline
 
 from .configuration import SAMPLING_RATE
 from .data import decode_audio
-from .decoding import KenLMBeamSearchDecoder, output_frame_lengths
-from .frames import receptive_field
+from .decoding import KenLMBeamSearchDecoder, blank_padded_frames, output_frame_lengths
+from .frames import frame_mask, receptive_field
 
 # Inputs longer than this are cut into chunks of this length (with transformers' default stride, a sixth of it on
 # each side): memory stays that of one such chunk, whatever the length of the input (a 1 h file included).
@@ -109,14 +109,9 @@ class SpeechRecognitionPipeline(AutomaticSpeechRecognitionPipeline):
             tokens = out["tokens"]  # (B, T)
             sample_lengths = mask.sum(-1) if mask is not None else None
             frames = output_frame_lengths(self.model, outputs[0], sample_lengths).to(tokens.device)  # (B,)
-            padded = torch.arange(tokens.shape[-1], device=tokens.device) >= frames[:, None]  # (B, T)
-            out["tokens"] = tokens.masked_fill(padded, self.tokenizer.pad_token_id)
-            if self.lm_decoder is not None:
-                # the padded frames read as certain blanks: the beam search passes them without a cost
-                logits = outputs[0].logits.float()  # (B, T, V)
-                blank = torch.full_like(logits[0, 0], -1e4)  # (V,)
-                blank[self.lm_decoder.blank] = 0.0
-                out["logits"] = torch.where(padded.to(logits.device)[..., None], blank, logits)
+            out["tokens"] = tokens.masked_fill(~frame_mask(frames, tokens.shape[-1]), self.tokenizer.pad_token_id)
+            if self.lm_decoder is not None:  # the beam search passes the padded frames without a cost
+                out["logits"] = blank_padded_frames(outputs[0].logits.float(), frames, self.lm_decoder.blank)
         return out
 
     def preprocess(self, inputs, chunk_length_s=None, stride_length_s=None, max_duration_s=DEFAULT_MAX_DURATION_S):

@@ -34,7 +34,7 @@ from transformers import EvalPrediction, Trainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 from ..data.batching import MaxTokensBatchSampler
-from ..decoding import greedy_decode
+from ..decoding import blank_padded_frames, greedy_decode
 from ..hub import PushCodeFilesCallback
 from .checkpoints import disk_full_error, is_disk_full, latest_checkpoint
 from .schedules import tri_stage_lr_lambda
@@ -331,10 +331,7 @@ class CTCTrainer(Trainer):
         # The Trainer returns every non-loss field of W2V2CTCOutput, in order: logits (B, T, V), frame_lengths (B,).
         logits, frame_lengths = outputs[:2]
         # The padded frames of a batch carry outputs too; greedy decoding would read them as speech.
-        padded = torch.arange(logits.shape[1], device=logits.device)[None, :] >= frame_lengths[:, None]  # (B, T)
-        blank = torch.full_like(logits[0, 0], torch.finfo(logits.dtype).min)
-        blank[self.model.config.pad_token_id] = 0.0
-        return loss, torch.where(padded[..., None], blank, logits), labels
+        return loss, blank_padded_frames(logits, frame_lengths, self.model.config.pad_token_id), labels
 
     # 4. batches by total audio (fairseq max_tokens)
     def get_train_dataloader(self) -> DataLoader:

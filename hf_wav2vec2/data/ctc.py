@@ -233,6 +233,23 @@ class CTCCollator:
             self.report.unknown_characters[character] += text.count(character)
         return self.processor.tokenizer(text).input_ids
 
+    def usable_labels(self, name: str, text: str, num_samples: int) -> list[int] | None:
+        """The labels of a transcript for ``num_samples`` of audio, or None (logged, counted in the report) when
+        the transcript is empty or CTC-infeasible: its labels need more frames (:func:`ctc_required_frames`) than the
+        audio gives."""
+        labels = self.labels(text or "")
+        if not labels:
+            self.report.dropped["empty"] += 1
+            logger.warning("dropping %s: empty transcript", name)
+            return None
+        frames, needed = int(self.num_frames(num_samples)), ctc_required_frames(labels)
+        if needed > frames:
+            self.report.dropped["infeasible"] += 1
+            logger.warning("dropping %s: CTC-infeasible, its %d labels need %d frames but %d samples give %d",
+                           name, len(labels), needed, num_samples, frames)
+            return None
+        return labels
+
     def _example(self, example: Mapping | None) -> tuple[np.ndarray, list[int]] | None:
         """(waveform, labels) of a usable example; None (logged, counted) otherwise."""
         if example is None:  # AudioDataset has already logged the path
@@ -245,18 +262,8 @@ class CTCCollator:
             logger.warning("dropping %s: %s", error.source, error.reason)
             return None
         name = example.get("id") or example.get("path") or "<example>"
-        labels = self.labels(example.get("text") or "")
-        if not labels:
-            self.report.dropped["empty"] += 1
-            logger.warning("dropping %s: empty transcript", name)
-            return None
-        frames, needed = int(self.num_frames(len(waveform))), ctc_required_frames(labels)
-        if needed > frames:
-            self.report.dropped["infeasible"] += 1
-            logger.warning("dropping %s: CTC-infeasible, its %d labels need %d frames but %d samples give %d",
-                           name, len(labels), needed, len(waveform), frames)
-            return None
-        return waveform, labels
+        labels = self.usable_labels(name, example.get("text"), len(waveform))
+        return None if labels is None else (waveform, labels)
 
 
 def filter_ctc_dataset(dataset, processor: Wav2Vec2Processor, num_frames: Callable[[int], int],
@@ -266,16 +273,7 @@ def filter_ctc_dataset(dataset, processor: Wav2Vec2Processor, num_frames: Callab
     Each is logged; counts go to ``report``. Run before training so that batches keep their planned size."""
     report = report if report is not None else CTCReport()
     collator = CTCCollator(processor, num_frames, report=report)
-    keep = []
-    for index, (utt_id, text, samples) in enumerate(zip(dataset["id"], dataset["text"], dataset["num_samples"])):
-        labels = collator.labels(text)
-        if not labels:
-            report.dropped["empty"] += 1
-            logger.warning("dropping %s: empty transcript", utt_id)
-        elif ctc_required_frames(labels) > int(num_frames(samples)):
-            report.dropped["infeasible"] += 1
-            logger.warning("dropping %s: CTC-infeasible, %d labels need %d frames, %d samples give %d", utt_id,
-                           len(labels), ctc_required_frames(labels), samples, int(num_frames(samples)))
-        else:
-            keep.append(index)
+    keep = [index for index, (utt_id, text, samples)
+            in enumerate(zip(dataset["id"], dataset["text"], dataset["num_samples"]))
+            if collator.usable_labels(utt_id, text, samples) is not None]
     return dataset.select(keep) if len(keep) < len(dataset) else dataset

@@ -257,9 +257,6 @@ class W2V2Model(W2V2PreTrainedModel):
         if config.mask_time_prob > 0.0 or config.mask_feature_prob > 0.0:
             self.masked_spec_embed = nn.Parameter(torch.empty(config.hidden_size))
         self.encoder = Encoder(config)
-        # Fine-tuning with the encoder frozen may set a hf_wav2vec2.feature_cache.FeatureCache here (train_ctc.py
-        # --feature_cache_gb): each utterance's frames are then computed once. Not a module: nothing is saved.
-        self.feature_cache = None
         self.post_init()
 
     def _check_inputs(self, input_values: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor | None:
@@ -307,17 +304,17 @@ class W2V2Model(W2V2PreTrainedModel):
         output_hidden_states: bool | None = None,
         generator: torch.Generator | None = None,
         return_dict: bool | None = None,
+        conv_features: torch.Tensor | None = None,
     ) -> W2V2BaseModelOutput:
         """input_values: (B, L) 16 kHz audio; attention_mask: (B, L) 1 on real samples; mask_time_indices: (B, T)
         bool frames to replace by the mask embedding (sampled in training from the config when None); generator:
-        draws the masks. ``return_dict`` is accepted for transformers' callers: the output is always a
+        draws the masks; conv_features: (B, T, C) the feature encoder's output for ``input_values``, computed
+        beforehand (the frozen encoder's frames from a ``hf_wav2vec2.feature_cache.FeatureCache``), or None: the
+        encoder runs. ``return_dict`` is accepted for transformers' callers: the output is always a
         ``ModelOutput``, which also indexes like a tuple. Unknown keyword arguments raise a TypeError."""
         # 1. raw audio -> latent speech representations z (B, T, C)
         lengths = self._check_inputs(input_values, attention_mask)
-        if self.feature_cache is None:
-            features = self.feature_extractor(input_values, lengths)  # (B, T, C)
-        else:
-            features = self.feature_cache(self.feature_extractor, input_values, lengths)
+        features = self.feature_extractor(input_values, lengths) if conv_features is None else conv_features  # (B,T,C)
         batch, t, _ = features.shape
         valid = frame_mask(self.num_frames(lengths), t) if lengths is not None else None
         penalty = feature_penalty(features, valid)
@@ -501,11 +498,12 @@ class W2V2ForCTC(W2V2PreTrainedModel):
         output_hidden_states: bool | None = None,
         generator: torch.Generator | None = None,
         return_dict: bool | None = None,
+        conv_features: torch.Tensor | None = None,
     ) -> W2V2CTCOutput:
         """input_values: (B, L); attention_mask: (B, L); labels: (B, U) token ids padded with -100 (or the blank
-        id, as transformers' collators may pad)."""
+        id, as transformers' collators may pad); conv_features: see :meth:`W2V2Model.forward`."""
         out = self.wav2vec2(input_values, attention_mask, output_hidden_states=output_hidden_states,
-                            generator=generator)
+                            generator=generator, conv_features=conv_features)
         logits = self.lm_head(self.dropout(out.last_hidden_state))  # (B, T, V)
         b, t, _ = logits.shape
         frames = out.frame_mask.sum(1) if out.frame_mask is not None else torch.full((b,), t, device=logits.device)

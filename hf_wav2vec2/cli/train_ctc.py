@@ -384,8 +384,6 @@ def main():
         activation_dropout=args.activation_dropout, feat_proj_dropout=args.feat_proj_dropout,
         final_dropout=args.final_dropout,
     )
-    if args.feature_cache_gb > 0:  # the encoder stays frozen for the whole run (FreezeFinetuneCallback)
-        model.wav2vec2.feature_cache = FeatureCache(max_bytes=int(args.feature_cache_gb * 2**30))
     if compile_options is not None:
         model.compile_stages(**compile_options)
         logger.info("torch.compile of the feature encoder, projection and Transformer blocks: %s", compile_options)
@@ -408,16 +406,17 @@ def main():
             raise ValueError(f"no usable {name} utterance in {args.dataset_name} (split {split}): every file was "
                              f"unreadable, outside the duration limits, or without a usable transcript (see the log)")
 
-    # 5. train
+    # 5. train; the encoder stays frozen for the whole run (FreezeFinetuneCallback), so its frames can be cached
+    cache = FeatureCache(max_bytes=int(args.feature_cache_gb * 2**30)) if args.feature_cache_gb > 0 else None
     trainer = CTCTrainer(
         model=model, args=training_args, train_dataset=AudioDataset(train, min_samples=min_samples),
         eval_dataset=AudioDataset(eval_set, min_samples=min_samples) if eval_set is not None else None,
-        data_collator=CTCCollator(processor, model.num_frames, min_samples=min_samples), processing_class=processor,
-        compute_metrics=make_compute_metrics(processor), preprocess_logits_for_metrics=argmax_logits,
-        max_tokens=args.max_tokens, max_consecutive_skips=training_args.max_consecutive_skips,
+        data_collator=CTCCollator(processor, model.num_frames, min_samples=min_samples, return_ids=cache is not None),
+        processing_class=processor, compute_metrics=make_compute_metrics(processor),
+        preprocess_logits_for_metrics=argmax_logits, max_tokens=args.max_tokens,
+        max_consecutive_skips=training_args.max_consecutive_skips, feature_cache=cache,
     )
     result = trainer.train(resume_from_checkpoint=resume)  # TrainingStopped: no final model from bad weights
-    cache = model.wav2vec2.feature_cache
     if cache is not None:
         logger.info("feature cache: %d utterances, %.0f MB; %d hits, %d misses", len(cache), cache.stored_bytes / 2**20,
                     cache.hits, cache.misses)

@@ -176,6 +176,8 @@ class CTCCollator:
         min_samples: shorter audio is dropped (counted under "audio"); pass the model's receptive field
             (``config.receptive_field``). The default, 1, only drops empty audio.
         pad_to_multiple_of: round the padded audio length up to a multiple of this.
+        return_ids: add ``"ids"`` (utterance ids) and ``"num_samples"`` (real samples), host lists of the kept
+            examples, for a stage keyed by utterance (``CTCTrainer``'s feature cache).
 
     Returns ``{"input_values": (B, L) float32, "attention_mask": (B, L) long, "labels": (B, U) long}`` with labels
     padded by -100, or **None when no example of the batch is usable** (counted in ``report.empty_batches``), as
@@ -187,6 +189,7 @@ class CTCCollator:
     num_frames: Callable[[int], int]
     min_samples: int = 1
     pad_to_multiple_of: int | None = None
+    return_ids: bool = False
     report: CTCReport = field(default_factory=CTCReport)
 
     def __post_init__(self):
@@ -199,13 +202,14 @@ class CTCCollator:
 
     def __call__(self, examples: Sequence[Mapping | None]) -> dict[str, torch.Tensor] | None:
         self.report.batches += 1
-        waveforms, labels = [], []
+        waveforms, labels, ids = [], [], []
         for example in examples:
             self.report.examples += 1
             usable = self._example(example)
             if usable is not None:
                 waveforms.append(usable[0])
                 labels.append(usable[1])
+                ids.append(_name(example))
         if not waveforms:
             self.report.empty_batches += 1
             logger.warning("no usable example in a batch of %d: returning None", len(examples))
@@ -220,8 +224,11 @@ class CTCCollator:
         padded = torch.full((len(labels), max(len(y) for y in labels)), -100, dtype=torch.long)  # (B, U)
         for row, y in enumerate(labels):
             padded[row, : len(y)] = torch.tensor(y, dtype=torch.long)
-        return {"input_values": batch["input_values"].float(), "attention_mask": batch["attention_mask"].long(),
-                "labels": padded}
+        out = {"input_values": batch["input_values"].float(), "attention_mask": batch["attention_mask"].long(),
+               "labels": padded}
+        if self.return_ids:
+            out.update(ids=ids, num_samples=[len(w) for w in waveforms])
+        return out
 
     def labels(self, text: str) -> list[int]:
         """Token ids of a transcript (normalised first, by the processor's normaliser); unknown characters become
@@ -261,9 +268,12 @@ class CTCCollator:
             self.report.dropped["audio"] += 1
             logger.warning("dropping %s: %s", error.source, error.reason)
             return None
-        name = example.get("id") or example.get("path") or "<example>"
-        labels = self.usable_labels(name, example.get("text"), len(waveform))
+        labels = self.usable_labels(_name(example), example.get("text"), len(waveform))
         return None if labels is None else (waveform, labels)
+
+
+def _name(example: Mapping) -> str:
+    return example.get("id") or example.get("path") or "<example>"
 
 
 def filter_ctc_dataset(dataset, processor: Wav2Vec2Processor, num_frames: Callable[[int], int],

@@ -35,6 +35,7 @@ from transformers.trainer_callback import ExportableState
 
 from ..data.batching import MaxTokensBatchSampler
 from ..decoding import blank_padded_frames, greedy_decode
+from ..feature_cache import FeatureCache
 from ..hub import PushCodeFilesCallback
 from .checkpoints import disk_full_error, is_disk_full, latest_checkpoint
 from .schedules import tri_stage_lr_lambda
@@ -233,6 +234,8 @@ class CTCTrainer(Trainer):
             ``init_lr_scale``, ``final_lr_scale``); ``args.lr_scheduler_type`` and warm-up fields are not used.
         freeze_finetune_updates: override ``model.config.freeze_finetune_updates``.
         max_consecutive_skips: stop after this many skipped updates in a row (:class:`SkipGuard`); None: never.
+        feature_cache: a :class:`~hf_wav2vec2.feature_cache.FeatureCache` for the frozen encoder's frames, looked up
+            by the ids of a collator with ``return_ids=True``; None: the encoder runs on every batch.
 
     The model must use ``ctc_loss_reduction="sum"``: the trainer normalises by the utterance count itself. The data
     collator is wrapped in :class:`PlaceholderForEmptyBatch`: a None batch becomes a zero-loss placeholder.
@@ -242,8 +245,10 @@ class CTCTrainer(Trainer):
 
     def __init__(self, *args, max_tokens: int | None = None, lr_phase_ratios=(0.1, 0.4, 0.5),
                  init_lr_scale: float = 0.01, final_lr_scale: float = 0.05,
-                 freeze_finetune_updates: int | None = None, max_consecutive_skips: int | None = 10, **kwargs):
+                 freeze_finetune_updates: int | None = None, max_consecutive_skips: int | None = 10,
+                 feature_cache: FeatureCache | None = None, **kwargs):
         self.max_tokens = max_tokens
+        self.feature_cache = feature_cache
         self.lr_phase_ratios = tuple(lr_phase_ratios)
         self.init_lr_scale = init_lr_scale
         self.final_lr_scale = final_lr_scale
@@ -286,6 +291,11 @@ class CTCTrainer(Trainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs["labels"]
+        # the frozen encoder's frames of utterances met before (a collator with return_ids=True names them)
+        ids, num_samples = inputs.pop("ids", None), inputs.pop("num_samples", None)
+        if self.feature_cache is not None and ids is not None:
+            encoder = self.accelerator.unwrap_model(model).wav2vec2.feature_extractor
+            inputs["conv_features"] = self.feature_cache(encoder, inputs["input_values"], ids, num_samples)
         outputs = model(**inputs)
         has_labels = (labels >= 0).any(-1)  # (B,) False only in the placeholder batch (PlaceholderForEmptyBatch)
         if num_items_in_batch is None:  # evaluation: this batch alone

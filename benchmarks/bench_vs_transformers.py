@@ -24,9 +24,9 @@ Method:
   about 5% of a step. Until 2026-12-07 each implementation drew them from its own RNG state, and with 3 timed steps
   the luck of the draw moved a ratio by 5-10% (ours ran 11.7 blocks a step against transformers' 10.7 in one run).
   Now the worker draws the plan of iteration i from a generator seeded with ``SEED + i`` (LayerDrop's probability,
-  the same in every implementation), turns the models' own draw off (layerdrop 0: our encoder's attribute,
-  transformers' config) and hands the encoder only the blocks to run; a skipped block costs nothing in either
-  implementation, as in their own LayerDrop. A note lists the blocks each timed step ran.
+  the same in every implementation) and gives it to ours as its ``layer_skip`` argument; transformers' encoder,
+  which has no such argument, gets layerdrop 0 in its config and only the blocks to run. A skipped block costs
+  nothing in either implementation, as in their own LayerDrop. A note lists the blocks each timed step ran.
 - Train step = forward + backward of the summed loss + ``AdamW.step`` (fused, in both: ``train_pretrain.py``'s
   optimizer and the Trainer's default) + ``zero_grad``, ``model.train()``, Gumbel
   temperature set to the same value in both. Ours samples its masks and negatives itself (torch, on the device);
@@ -290,7 +290,7 @@ def run_worker(spec: dict) -> dict:
             generator = torch.Generator(device).manual_seed(SEED)
 
             def forward(x):
-                out = model(x, generator=generator)
+                out = model(x, generator=generator, layer_skip=layer_skip[0])
                 return out.loss, out.contrastive_loss_sum, out.num_masked
         else:
             from transformers.models.wav2vec2.modeling_wav2vec2 import (
@@ -323,20 +323,22 @@ def run_worker(spec: dict) -> dict:
 
     # LayerDrop by the driver's plan: iteration i runs the same blocks in every implementation (the docstring)
     plan_layerdrop = case.kind == "train" and cfg.layerdrop > 0
+    layer_skip = [None]  # ours takes the plan as an argument (None: its own draw)
     if plan_layerdrop:
         encoder, layerdrop = model.wav2vec2.encoder, cfg.layerdrop
         all_layers = list(encoder.layers)
         if impl == "transformers":
             cfg.layerdrop = 0.0  # its encoder reads the config at each forward
-        else:
-            encoder.layerdrop = 0.0
 
         def run_blocks(iteration: int) -> int:
             rng = torch.Generator().manual_seed(SEED + iteration)
-            kept = torch.rand(len(all_layers), generator=rng) >= layerdrop
-            encoder._modules["layers"] = torch.nn.ModuleList(
-                [layer for layer, keep in zip(all_layers, kept.tolist()) if keep])
-            return int(kept.sum())
+            skip = (torch.rand(len(all_layers), generator=rng) < layerdrop).tolist()
+            if impl == "transformers":  # no such argument: its encoder gets only the blocks to run
+                encoder._modules["layers"] = torch.nn.ModuleList(
+                    [layer for layer, skipped in zip(all_layers, skip) if not skipped])
+            else:
+                layer_skip[0] = skip
+            return len(skip) - sum(skip)
     blocks = []
 
     memory = PeakMemory(device)

@@ -305,13 +305,18 @@ class W2V2Model(W2V2PreTrainedModel):
         generator: torch.Generator | None = None,
         return_dict: bool | None = None,
         conv_features: torch.Tensor | None = None,
+        layer_skip: list[bool] | None = None,
     ) -> W2V2BaseModelOutput:
         """input_values: (B, L) 16 kHz audio; attention_mask: (B, L) 1 on real samples; mask_time_indices: (B, T)
         bool frames to replace by the mask embedding (sampled in training from the config when None); generator:
         draws the masks; conv_features: (B, T, C) the feature encoder's output for ``input_values``, computed
         beforehand (the frozen encoder's frames from a ``hf_wav2vec2.feature_cache.FeatureCache``), or None: the
-        encoder runs. ``return_dict`` is accepted for transformers' callers: the output is always a
-        ``ModelOutput``, which also indexes like a tuple. Unknown keyword arguments raise a TypeError."""
+        encoder runs; layer_skip: the Transformer blocks LayerDrop skips in this pass (``encoder.layerdrop_plan``), or
+        None: drawn from ``generator`` first, before the masks. ``return_dict`` is accepted for transformers'
+        callers: the output is always a ``ModelOutput``, which also indexes like a tuple. Unknown keyword arguments
+        raise a TypeError."""
+        # 0. LayerDrop's blocks for this pass: the generator's first draw, so that a fresh generator fixes them
+        skip = self.encoder.layerdrop_plan(generator) if layer_skip is None else layer_skip
         # 1. raw audio -> latent speech representations z (B, T, C)
         lengths = self._check_inputs(input_values, attention_mask)
         features = self.feature_extractor(input_values, lengths) if conv_features is None else conv_features  # (B,T,C)
@@ -340,7 +345,7 @@ class W2V2Model(W2V2PreTrainedModel):
             hidden = hidden.masked_fill(channels[:, None, :], 0.0)
 
         # 4. context network g: Z -> C
-        hidden, hidden_states = self.encoder(hidden, valid, bool(output_hidden_states))
+        hidden, hidden_states = self.encoder(hidden, valid, bool(output_hidden_states), skip)
         return W2V2BaseModelOutput(last_hidden_state=hidden, extract_features=extract_features,
                                    feature_penalty=penalty, frame_mask=valid, hidden_states=hidden_states)
 
@@ -373,13 +378,17 @@ class W2V2ForPreTraining(W2V2PreTrainedModel):
         output_hidden_states: bool | None = None,
         generator: torch.Generator | None = None,
         return_dict: bool | None = None,
+        layer_skip: list[bool] | None = None,
     ) -> W2V2ForPreTrainingOutput:
         """input_values: (B, L); attention_mask: (B, L); mask_time_indices: (B, T) bool, sampled when None;
         sampled_negative_indices: (B, T, K) long frame indices within the same utterance, sampled when None (only
         the rows at masked frames are read, and they must point at masked frames); generator: draws the masks, the
-        negatives and the Gumbel noise (the global RNG when None)."""
+        negatives and the Gumbel noise (the global RNG when None); layer_skip: see :meth:`W2V2Model.forward`."""
         cfg = self.config
         base = self.wav2vec2
+        # 0. LayerDrop's blocks: the generator's first draw, as in W2V2Model
+        if layer_skip is None:
+            layer_skip = base.encoder.layerdrop_plan(generator)
         # 1. mask: p * T / M spans of M frames per utterance, the same masked count in every row (section 3.1)
         if mask_time_indices is None:
             mask_time_indices = self.sample_mask(input_values, attention_mask, generator)
@@ -387,7 +396,7 @@ class W2V2ForPreTraining(W2V2PreTrainedModel):
 
         # 2. context network over the masked input: c (B, T, H)
         out = base(input_values, attention_mask, mask_time_indices=mask, output_hidden_states=output_hidden_states,
-                   generator=generator)
+                   generator=generator, layer_skip=layer_skip)
         if out.frame_mask is not None and (mask & ~out.frame_mask).any():
             raise ValueError("mask_time_indices masks padded frames")
         num_masked = mask.sum()

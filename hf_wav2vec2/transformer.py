@@ -119,10 +119,23 @@ class Encoder(nn.Module):
             for _ in range(config.num_hidden_layers)
         ])
 
+    def layerdrop_plan(self, generator: torch.Generator | None = None) -> list[bool]:
+        """Which blocks LayerDrop (Fan et al., 2019) skips in one forward pass: each with probability ``layerdrop``
+        in training, none otherwise. Drawn in one go, ``torch.rand(num_blocks, generator=generator) < layerdrop`` on
+        the generator's device (one small host copy there), or from the global CPU RNG without a generator. They
+        stay Python decisions in the eager loop (compile_stages compiles each block, not the loop): a skipped block
+        then leaves its parameters without gradient, as fairseq's, which a traced select could not."""
+        if not (self.training and self.layerdrop > 0.0):
+            return [False] * len(self.layers)
+        device = generator.device if generator is not None else "cpu"
+        return (torch.rand(len(self.layers), generator=generator, device=device) < self.layerdrop).tolist()
+
     def forward(
-        self, x: torch.Tensor, valid: torch.Tensor | None = None, output_hidden_states: bool = False
+        self, x: torch.Tensor, valid: torch.Tensor | None = None, output_hidden_states: bool = False,
+        skip: list[bool] | None = None,
     ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...] | None]:
-        """x: (B, T, H); valid: (B, T) bool real frames, or None when nothing is padded."""
+        """x: (B, T, H); valid: (B, T) bool real frames, or None when nothing is padded; skip: the blocks to skip
+        (:meth:`layerdrop_plan`), None: run them all."""
         key_mask = None
         if valid is not None:
             x = x.masked_fill(~valid[..., None], 0.0)  # padding contributes nothing to the positional conv
@@ -132,12 +145,7 @@ class Encoder(nn.Module):
             x = self.layer_norm(x)
         x = self.dropout(x)
 
-        # LayerDrop (Fan et al., 2019): decisions drawn on the CPU in one go, so no device sync per layer. They stay
-        # Python decisions in this eager loop (compile_stages compiles each block, not the loop): a skipped block
-        # then leaves its parameters without gradient, as fairseq's, which a traced select could not.
-        skip = [False] * len(self.layers)
-        if self.training and self.layerdrop > 0.0:
-            skip = (torch.rand(len(self.layers)) < self.layerdrop).tolist()
+        skip = skip or [False] * len(self.layers)
         hidden_states = [] if output_hidden_states else None
         for layer, skipped in zip(self.layers, skip):
             if hidden_states is not None:

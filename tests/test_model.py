@@ -340,3 +340,26 @@ def test_pretrained_checkpoint_loads_into_ctc(tmp_path):
     assert torch.equal(ctc.wav2vec2.encoder.layers[0].attention.q_proj.weight,
                        pre.wav2vec2.encoder.layers[0].attention.q_proj.weight)
     assert torch.isfinite(ctc.lm_head.weight).all() and ctc.lm_head.weight.abs().sum() > 0
+
+
+def test_layerdrop_is_the_generators_first_draw_and_an_explicit_plan_is_followed():
+    """LayerDrop's blocks come from the forward's generator (its first draw, before the masks), so a fresh generator
+    fixes them; ``layer_skip`` gives them explicitly, and a skipped block gets no gradient."""
+    config = tiny_config(layerdrop=0.5, num_hidden_layers=4)
+    model = W2V2ForPreTraining(config).train()
+    x = torch.randn(2, 4000)
+    blocks = len(model.wav2vec2.encoder.layers)
+    expected = (torch.rand(blocks, generator=torch.Generator().manual_seed(7)) < 0.5).tolist()
+    assert model.wav2vec2.encoder.layerdrop_plan(torch.Generator().manual_seed(7)) == expected
+    first = model(x, generator=torch.Generator().manual_seed(7)).loss
+    generator = torch.Generator().manual_seed(7)
+    torch.rand(blocks, generator=generator)  # the draw the plan would have taken
+    again = model(x, generator=generator, layer_skip=expected).loss  # masks, negatives, noise from the rest
+    torch.testing.assert_close(first, again, rtol=0, atol=0)
+    plan = [True, False, True, False]
+    model.zero_grad()
+    model(x, generator=torch.Generator().manual_seed(7), layer_skip=plan).loss.backward()
+    for i, skipped in enumerate(plan):
+        grads = [p.grad for p in model.wav2vec2.encoder.layers[i].parameters()]
+        assert all(g is None for g in grads) == skipped, i
+    assert model.eval().wav2vec2.encoder.layerdrop_plan(torch.Generator()) == [False] * blocks

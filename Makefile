@@ -45,6 +45,7 @@ experiment: setup
 # corpus -> self-supervised pretraining -> codebook analysis (Figure 3) -> CTC fine-tuning -> test-set WER ->
 # transcription of one file.
 default: codebook transcribe
+	cp $(RUNS)/ctc-tiny/README.md model_cards/ctc-tiny.md   # the card of the current default model
 	@echo "pretrained model : $(RUNS)/pretrain-tiny (model card: $(RUNS)/pretrain-tiny/README.md, TensorBoard: $(RUNS)/pretrain-tiny/logs)"
 	@echo "codebook (Fig. 3): $(RUNS)/codebook-tiny/codebook.json, plot: $(RUNS)/codebook-tiny/p_phone_given_code.png"
 	@echo "fine-tuned model : $(RUNS)/ctc-tiny (model card: $(RUNS)/ctc-tiny/README.md, TensorBoard: $(RUNS)/ctc-tiny/runs)"

@@ -31,15 +31,16 @@ LM_SPECIAL_WORDS = ("<s>", "</s>", "<unk>")
 
 
 # ---------------------------------------------------------------------------------------------------- greedy
-def greedy_decode(token_ids: torch.Tensor | np.ndarray, tokenizer, lengths: torch.Tensor | None = None) -> list[str]:
+def greedy_decode(token_ids: torch.Tensor | np.ndarray, tokenizer,
+                  frame_lengths: torch.Tensor | None = None) -> list[str]:
     """Best path decoding. token_ids: (B, T) per-frame ids, the argmax of the logits; negative ids (the Trainer's
-    -100 padding across batches) count as the blank. lengths: (B,) real frames, the frames at or past them are
+    -100 padding across batches) count as the blank. frame_lengths: (B,) real frames, the frames at or past them are
     ignored (None: all T). The tokenizer (``Wav2Vec2CTCTokenizer``) collapses repeats, drops the blank (its pad
     token) and maps ``|`` to a space."""
     ids = torch.as_tensor(token_ids).cpu()  # (B, T)
     ids = ids.masked_fill(ids < 0, tokenizer.pad_token_id)
-    lengths = lengths.tolist() if lengths is not None else [ids.shape[1]] * ids.shape[0]
-    return tokenizer.batch_decode([row[:n].tolist() for row, n in zip(ids, lengths)])
+    frame_lengths = frame_lengths.tolist() if frame_lengths is not None else [ids.shape[1]] * ids.shape[0]
+    return tokenizer.batch_decode([row[:n].tolist() for row, n in zip(ids, frame_lengths)])
 
 
 # The log-probability of every token but the blank on a padded frame: far below any real one, and finite, so that a
@@ -266,9 +267,10 @@ class KenLMBeamSearchDecoder:
                 return candidate
         return None
 
-    def __call__(self, logits: torch.Tensor, lengths: torch.Tensor | None = None) -> list[str]:
-        """logits: (B, T, V) (log-softmax is taken here, in fp32); lengths: (B,) real frames. One string per item."""
-        return [text for text, _, _ in self._decode(logits, lengths)]
+    def __call__(self, logits: torch.Tensor, frame_lengths: torch.Tensor | None = None) -> list[str]:
+        """logits: (B, T, V) (log-softmax is taken here, in fp32); frame_lengths: (B,) real frames. One string per
+        item."""
+        return [text for text, _, _ in self._decode(logits, frame_lengths)]
 
     def decode_with_word_frames(self, logits: torch.Tensor, lengths: torch.Tensor | None = None
                                 ) -> list[tuple[str, list[tuple[str, tuple[int, int]]]]]:

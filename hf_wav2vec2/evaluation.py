@@ -41,7 +41,7 @@ def transcribe_dataset(
     progress: a tqdm progress bar over the batches (on stderr).
 
     decoders: name -> ``f(logits (B, T, V), frame lengths (B,)) -> texts``, e.g.
-    ``{"greedy": lambda logits, lengths: greedy_decode(logits.argmax(-1), tokenizer, lengths)}``. The feature
+    ``{"greedy": lambda logits, frames: greedy_decode(logits.argmax(-1), tokenizer, frames)}``. The feature
     extractor pads and normalises each utterance; the attention mask goes to the model when the feature extractor
     asks for one or the model is ours (which never lets padding change its outputs).
     """

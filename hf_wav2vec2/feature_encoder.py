@@ -88,8 +88,8 @@ class FeatureEncoder(nn.Module):
         self.grad_mult = config.feature_grad_mult
         self.uses_group_norm = config.feat_extract_norm == "group"
 
-    def forward(self, input_values: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """input_values: (B, L) float; lengths: (B,) real samples per item or None (no padding) -> (B, T, C).
+    def forward(self, input_values: torch.Tensor, sample_lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """input_values: (B, L) float; sample_lengths: (B,) real samples per item or None (no padding) -> (B, T, C).
 
         Layer i is ``activate_i(conv_i(x))``; the loop groups it as ``activate_{i-1}`` fused with ``conv_i``
         (``activate_then_conv`` keeps one tensor per layer for the backward pass), then the last ``activate``.
@@ -100,8 +100,8 @@ class FeatureEncoder(nn.Module):
         layers = self.conv_layers
         x = input_values[:, :, None]  # (B, L, 1)
         first_valid = None
-        if lengths is not None and self.uses_group_norm:
-            first_len = num_frames(lengths, self.conv_kernel[:1], self.conv_stride[:1])
+        if sample_lengths is not None and self.uses_group_norm:
+            first_len = num_frames(sample_lengths, self.conv_kernel[:1], self.conv_stride[:1])
             first_valid = frame_mask(first_len, num_frames(x.shape[1], self.conv_kernel[:1], self.conv_stride[:1]))
         # feature_grad_mult 0 freezes the encoder (the paper's fine-tuning): no graph at all.
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.grad_mult > 0):

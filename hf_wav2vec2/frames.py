@@ -33,6 +33,6 @@ def receptive_field(conv_kernel: Sequence[int], conv_stride: Sequence[int]) -> i
     return field
 
 
-def frame_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
-    """(B,) lengths -> (B, max_len) bool, True on the first ``lengths[b]`` positions."""
-    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+def frame_mask(frame_lengths: torch.Tensor, max_frames: int) -> torch.Tensor:
+    """(B,) real frames per item -> (B, max_frames) bool, True on the first ``frame_lengths[b]`` positions."""
+    return torch.arange(max_frames, device=frame_lengths.device)[None, :] < frame_lengths[:, None]

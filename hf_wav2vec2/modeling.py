@@ -270,30 +270,30 @@ class W2V2Model(W2V2PreTrainedModel):
         if input_values.shape[1] < rf:
             raise ValueError(f"input_values has {input_values.shape[1]} samples, fewer than the receptive field of "
                              f"{rf} samples ({rf / 16:.0f} ms at 16 kHz): no frame can be computed")
-        lengths = None
+        sample_lengths = None
         if attention_mask is not None:
             if attention_mask.shape != input_values.shape:
                 raise ValueError(f"attention_mask shape {tuple(attention_mask.shape)} differs from input_values "
                                  f"shape {tuple(input_values.shape)}")
-            lengths = attention_mask.long().sum(-1)
+            sample_lengths = attention_mask.long().sum(-1)
         if not torch.compiler.is_compiling():
             if not torch.isfinite(input_values).all():
                 raise ValueError("input_values contains NaN or infinite samples")
-            if lengths is not None and (lengths < rf).any():
-                short = [(i, int(n)) for i, n in enumerate(lengths.tolist()) if n < rf]
+            if sample_lengths is not None and (sample_lengths < rf).any():
+                short = [(i, int(n)) for i, n in enumerate(sample_lengths.tolist()) if n < rf]
                 raise ValueError(f"batch items (index, samples) {short} are shorter than the receptive field of "
                                  f"{rf} samples")
-            if lengths is not None and bool((lengths == input_values.shape[1]).all()):
-                lengths = None  # nothing padded: take the unmasked fast paths
-        return lengths
+            if sample_lengths is not None and bool((sample_lengths == input_values.shape[1]).all()):
+                sample_lengths = None  # nothing padded: take the unmasked fast paths
+        return sample_lengths
 
-    def sample_time_mask(self, frame_lengths: torch.Tensor, num_frames: int, generator: torch.Generator | None = None,
+    def sample_time_mask(self, frame_lengths: torch.Tensor, max_frames: int, generator: torch.Generator | None = None,
                          require_same_masks: bool = False) -> torch.Tensor:
-        """(B, num_frames) bool time mask with the config's ``p``, ``M`` and minimum span count, for (B,) real frame
+        """(B, max_frames) bool time mask with the config's ``p``, ``M`` and minimum span count, for (B,) real frame
         counts: the one place both fine-tuning (here, per utterance) and pretraining (``W2V2ForPreTraining``, with
         ``config.require_same_masks``) sample it."""
         cfg = self.config
-        return compute_span_mask(frame_lengths, num_frames, cfg.mask_time_prob, cfg.mask_time_length,
+        return compute_span_mask(frame_lengths, max_frames, cfg.mask_time_prob, cfg.mask_time_length,
                                  cfg.mask_time_min_masks, require_same_masks=require_same_masks, generator=generator)
 
     def forward(
@@ -318,10 +318,11 @@ class W2V2Model(W2V2PreTrainedModel):
         # 0. LayerDrop's blocks for this pass: the generator's first draw, so that a fresh generator fixes them
         skip = self.encoder.layerdrop_plan(generator) if layer_skip is None else layer_skip
         # 1. raw audio -> latent speech representations z (B, T, C)
-        lengths = self._check_inputs(input_values, attention_mask)
-        features = self.feature_extractor(input_values, lengths) if conv_features is None else conv_features  # (B,T,C)
+        sample_lengths = self._check_inputs(input_values, attention_mask)
+        features = conv_features if conv_features is not None else \
+            self.feature_extractor(input_values, sample_lengths)  # (B, T, C)
         batch, t, _ = features.shape
-        valid = frame_mask(self.num_frames(lengths), t) if lengths is not None else None
+        valid = frame_mask(self.num_frames(sample_lengths), t) if sample_lengths is not None else None
         penalty = feature_penalty(features, valid)
 
         # 2. layer norm + projection to the model width
@@ -422,7 +423,7 @@ class W2V2ForPreTraining(W2V2PreTrainedModel):
         if sampled_negative_indices is None:
             sampled_negative_indices = sample_negatives(mask, cfg.num_negatives, generator)
         negative_index = self._masked_rows(mask, sampled_negative_indices.to(mask.device), order)  # (B*T, K)
-        code = quantized.code_ids  # a distractor with the positive's codes is the positive itself
+        code = quantized.chosen_ids  # a distractor with the positive's codes is the positive itself
         same_code = (code[negative_index] == code[:, None, :]).all(-1)  # (B*T, K)
 
         # 5. contrastive, diversity and feature-penalty terms (eq. 2-4), summed over masked frames
@@ -458,13 +459,13 @@ class W2V2ForPreTraining(W2V2PreTrainedModel):
         frames. Runs the feature encoder and the quantizer only, not the context network.
         """
         base = self.wav2vec2
-        lengths = base._check_inputs(input_values, attention_mask)
-        features = base.feature_extractor(input_values, lengths)  # (B, T, C)
+        sample_lengths = base._check_inputs(input_values, attention_mask)
+        features = base.feature_extractor(input_values, sample_lengths)  # (B, T, C)
         _, normed = base.feature_projection(features)  # (B, T, C): what the quantizer reads in forward
         batch, t, channels = normed.shape
         codes = self.quantizer.code_ids(normed.reshape(batch * t, channels)).view(batch, t, -1)  # (B, T, G)
-        if lengths is not None:
-            codes = codes.masked_fill(~frame_mask(self.num_frames(lengths), t)[..., None], -1)
+        if sample_lengths is not None:
+            codes = codes.masked_fill(~frame_mask(self.num_frames(sample_lengths), t)[..., None], -1)
         return codes
 
     @staticmethod

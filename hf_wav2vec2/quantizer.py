@@ -12,11 +12,13 @@ from torch.nn import functional as F
 
 @dataclass
 class QuantizerOutput:
-    """codevectors: (N, d) quantized frames; code_ids: (N, G) chosen entries; prob_perplexity: perplexity of the
-    averaged softmax (the diversity loss uses it); code_perplexity: perplexity of the chosen entries."""
+    """codevectors: (N, d) quantized frames; chosen_ids: (N, G) the entries they are made of (Gumbel-noised in
+    training, the argmax in eval; ``GumbelQuantizer.code_ids`` is always the noiseless argmax); prob_perplexity:
+    perplexity of the averaged softmax (the diversity loss uses it); code_perplexity: perplexity of the noiseless
+    argmax entries."""
 
     codevectors: torch.Tensor
-    code_ids: torch.Tensor
+    chosen_ids: torch.Tensor
     prob_perplexity: torch.Tensor
     code_perplexity: torch.Tensor
 
@@ -63,22 +65,22 @@ class GumbelQuantizer(nn.Module):
         rows the perplexities average over (all when None); the others are quantized too, and count nowhere."""
         n = features.shape[0]
         logits = self._logits(features)  # (N, G, V)
-        code_ids = logits.argmax(-1)  # (N, G)
+        argmax_ids = logits.argmax(-1)  # (N, G) the noiseless choice: eval's, and fairseq's code_perplexity's
         book = self.codevectors.view(self.num_groups, self.num_vars, -1)  # (G, V, d/G)
 
         if self.training:
             onehot = _hard_gumbel_softmax(logits, self.temperature, generator)  # (N, G, V), straight-through
-            code_ids = onehot.argmax(-1)
+            chosen_ids = onehot.argmax(-1)
             # A batched matmul per group, never a (N, G*V, d) broadcast.
             q = torch.einsum("ngv,gvd->ngd", onehot.to(book.dtype), book)
         else:
-            q = book[torch.arange(self.num_groups, device=code_ids.device), code_ids]  # (N, G, d/G) gather
+            chosen_ids = argmax_ids
+            q = book[torch.arange(self.num_groups, device=chosen_ids.device), chosen_ids]  # (N, G, d/G) gather
 
-        argmax_ids = logits.argmax(-1)  # noiseless choice, as fairseq's code_perplexity
         soft, hard = torch.softmax(logits, dim=-1), F.one_hot(argmax_ids, self.num_vars).float()  # (N, G, V)
         if rows is None:
             soft, hard = soft.mean(0), hard.mean(0)  # (G, V)
         else:
             weight = rows.to(soft.dtype)[:, None, None] / rows.sum().clamp_min(1)
             soft, hard = (soft * weight).sum(0), (hard * weight).sum(0)
-        return QuantizerOutput(q.reshape(n, -1), code_ids, _perplexity(soft), _perplexity(hard))
+        return QuantizerOutput(q.reshape(n, -1), chosen_ids, _perplexity(soft), _perplexity(hard))

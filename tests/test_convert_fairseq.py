@@ -34,7 +34,7 @@ def test_pretraining_checkpoint_matches_fairseq(name, norm, pre_ln, tmp_path):
         torch.testing.assert_close(out.feature_penalty, expected["features_pen"], atol=ATOL, rtol=1e-5)
         b, t, c = out.extract_features.shape
         quantized = model.quantizer(out.extract_features.reshape(b * t, c))  # eval: argmax codes
-        assert torch.equal(quantized.code_ids.reshape(b, t, -1), expected["code_ids"])
+        assert torch.equal(quantized.chosen_ids.reshape(b, t, -1), expected["code_ids"])
         torch.testing.assert_close(quantized.codevectors.reshape(b, t, -1), expected["codevectors"], atol=ATOL,
                                    rtol=0)
         torch.testing.assert_close(quantized.prob_perplexity, expected["prob_perplexity"], atol=1e-4, rtol=1e-5)
@@ -46,7 +46,7 @@ def test_pretraining_checkpoint_matches_fairseq(name, norm, pre_ln, tmp_path):
         # contrastive logits (eq. 3) for fairseq's pinned negatives, every frame treated as masked
         index = expected["negative_index"]  # (T, K) frames of the same utterance
         rows = (index[None] + (torch.arange(b) * t)[:, None, None]).reshape(b * t, -1)  # (B*T, K)
-        codes = quantized.code_ids
+        codes = quantized.chosen_ids
         same_code = (codes[rows] == codes[:, None, :]).all(-1)
         logits = contrastive_logits(context, targets, rows, same_code, cfg.contrastive_logits_temperature)
         reference = expected["contrastive_logits"].permute(1, 2, 0).reshape(b * t, -1)  # (1+K, B, T) -> (B*T, 1+K)

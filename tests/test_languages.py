@@ -123,7 +123,7 @@ def ctc_frames(labels: list[int], blank: int = 0) -> torch.Tensor:
 def test_labels_tokenise_and_greedy_decode_back_to_the_text(multilingual, language):
     normalize, processor = multilingual
     raw, expected = SAMPLES[language]
-    collator = CTCCollator(processor, num_frames=lambda n: n)
+    collator = CTCCollator(processor, frames_of=lambda n: n)
     labels = collator.labels(raw)  # normalised with the processor's stored normaliser
     assert processor.tokenizer.unk_token_id not in labels
     assert processor.tokenizer.decode(labels, group_tokens=False) == expected
@@ -132,7 +132,7 @@ def test_labels_tokenise_and_greedy_decode_back_to_the_text(multilingual, langua
 
 def test_unknown_characters_map_to_unk(multilingual):
     _, processor = multilingual
-    collator = CTCCollator(processor, num_frames=lambda n: n)
+    collator = CTCCollator(processor, frames_of=lambda n: n)
     labels = collator.labels("ça ω")
     assert labels[-1] == processor.tokenizer.unk_token_id and collator.report.unknown_characters["ω"] == 1
 

@@ -4,7 +4,7 @@ Every epoch, the two processes together train on each utterance exactly once (ac
 last round with repeats unless the batch count is a multiple of the process count), the batch order changes from
 epoch to epoch, also in an epoch resumed in the middle (where accelerate's wrappers hide the batch sampler from the
 Trainer's ``set_epoch``); only the main process logs and writes; the output folder loads. What each process trained
-on comes from ``HF_WAV2VEC2_BATCH_RECORD`` (``hf_wav2vec2.training.finetune.BatchRecord``). The single-process
+on comes from ``--batch_record`` (``hf_wav2vec2.training.finetune.BatchRecord``). The single-process
 ``python train_ctc.py`` path is tests/test_finetune.py::test_train_ctc_end_to_end (resumed: tests/test_faults.py).
 """
 
@@ -24,7 +24,7 @@ from conftest import free_port, tiny_config
 
 from hf_wav2vec2 import W2V2ForCTC, W2V2ForPreTraining
 from hf_wav2vec2.data.batching import MaxTokensBatchSampler
-from hf_wav2vec2.training.finetune import BATCH_RECORD_ENV, EpochToSampler
+from hf_wav2vec2.training.finetune import EpochToSampler
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEXTS = ["A CAT", "THE HAT", "SAT", "A BAT", "TAT", "CAB", "AT"]
@@ -56,9 +56,9 @@ def _launch(launcher: list[str], folder, output, record, *extra) -> subprocess.C
                "--dataset_name", str(folder / "split"), "--output_dir", str(output), "--num_train_epochs", str(EPOCHS),
                "--max_tokens", str(MAX_TOKENS), "--freeze_finetune_updates", "1", "--learning_rate", "1e-3",
                "--logging_steps", "1", "--save_steps", "1", "--save_total_limit", "20", "--ddp_timeout", "120",
-               "--disable_tqdm", "true", "--report_to", "none", *extra]
+               "--disable_tqdm", "true", "--report_to", "none", "--batch_record", str(record), *extra]
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "OMP_NUM_THREADS": "1",
-           "PYTHONFAULTHANDLER": "1", BATCH_RECORD_ENV: str(record),
+           "PYTHONFAULTHANDLER": "1",
            # what the script's restart would set (huge pages), without paying a second start-up per process
            "GLIBC_TUNABLES": "glibc.malloc.hugetlb=1"}
     process = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,

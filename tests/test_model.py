@@ -168,7 +168,7 @@ def test_contrastive_loss_and_perplexities_over_chosen_rows_equal_the_subset():
     chosen, alone = quantizer(x, rows=rows), quantizer(x[rows])
     assert torch.allclose(chosen.prob_perplexity, alone.prob_perplexity)
     assert torch.allclose(chosen.code_perplexity, alone.code_perplexity)
-    assert torch.equal(chosen.code_ids[rows], alone.code_ids)
+    assert torch.equal(chosen.chosen_ids[rows], alone.chosen_ids)
 
 
 def test_pretraining_tensors_do_not_change_shape_with_the_masked_count():
@@ -231,11 +231,11 @@ def test_quantizer_eval_gather_equals_training_matmul_of_the_same_codes():
     x = torch.randn(7, 12)
     out = q.eval()(x)
     book = q.codevectors.view(2, 5, 4)
-    expected = torch.cat([book[0, out.code_ids[:, 0]], book[1, out.code_ids[:, 1]]], dim=-1)
+    expected = torch.cat([book[0, out.chosen_ids[:, 0]], book[1, out.chosen_ids[:, 1]]], dim=-1)
     assert torch.allclose(out.codevectors, expected)
     q.train()
     trained = q(x)
-    picked = torch.cat([book[0, trained.code_ids[:, 0]], book[1, trained.code_ids[:, 1]]], dim=-1)
+    picked = torch.cat([book[0, trained.chosen_ids[:, 0]], book[1, trained.chosen_ids[:, 1]]], dim=-1)
     assert torch.allclose(trained.codevectors, picked)  # hard straight-through: exactly one codeword per group
 
 

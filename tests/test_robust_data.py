@@ -149,7 +149,7 @@ def test_long_utterances_are_chunked_in_evaluation(frame_local_model, tmp_path):
         noise(chapter_dir / f"{utt}.flac", seconds=seconds, seed=i)
     (chapter_dir / "7-11.trans.txt").write_text("".join(f"{u} {t}\n" for u, t in texts.items()))
     dataset = load_speech_dataset(str(tmp_path / "split"))
-    decoders = {"greedy": lambda logits, lengths: greedy_decode(logits.argmax(-1), processor.tokenizer, lengths)}
+    decoders = {"greedy": lambda logits, frames: greedy_decode(logits.argmax(-1), processor.tokenizer, frames)}
     calls = []
     hook = model.register_forward_hook(lambda module, args, output: calls.append(tuple(args[0].shape)))
     one_pass = {row["id"]: row for row in transcribe_dataset(model, processor, dataset, decoders, batch_size=3)}

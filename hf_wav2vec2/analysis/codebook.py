@@ -52,13 +52,13 @@ logger = logging.getLogger(__name__)
 ALIGNMENT_SUFFIX = ".phones.tsv"
 
 
-def frame_centres(num_frames: int, conv_kernel: Sequence[int], conv_stride: Sequence[int],
+def frame_centres(total_frames: int, conv_kernel: Sequence[int], conv_stride: Sequence[int],
                   sampling_rate: int) -> np.ndarray:
-    """(num_frames,) seconds: the centre of each frame's receptive field (frame t sees samples
+    """(total_frames,) seconds: the centre of each frame's receptive field (frame t sees samples
     [t * stride, t * stride + field))."""
     stride = int(np.prod(conv_stride))
     field = receptive_field(conv_kernel, conv_stride)
-    return (np.arange(num_frames) * stride + (field - 1) / 2) / sampling_rate
+    return (np.arange(total_frames) * stride + (field - 1) / 2) / sampling_rate
 
 
 def frame_phones(intervals: Sequence[tuple[float, float, str]], centres: np.ndarray) -> list[str | None]:

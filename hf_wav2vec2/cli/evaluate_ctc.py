@@ -121,7 +121,7 @@ def run(argv: list[str] | None = None) -> dict:
     vocab_size = model.config.vocab_size
 
     # 4. decoders: greedy, and beam search with the LM when given
-    decoders = {"greedy": lambda logits, lengths: greedy_decode(logits.argmax(-1), processor.tokenizer, lengths)}
+    decoders = {"greedy": lambda logits, frames: greedy_decode(logits.argmax(-1), processor.tokenizer, frames)}
     if args.kenlm is not None:
         decoders["lm"] = KenLMBeamSearchDecoder.from_tokenizer(
             processor.tokenizer, args.kenlm, vocab_size=vocab_size, lexicon=args.lexicon,

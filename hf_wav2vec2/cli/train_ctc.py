@@ -45,7 +45,7 @@ split during training, the best-WER checkpoint loaded at the end.
 
 With N processes, the batches of an epoch (reshuffled every epoch, also in an epoch resumed in the middle) are
 dealt out in turn, their count made a multiple of N by halving the fullest ones: every process runs as many steps
-and each utterance is trained on once per epoch. ``HF_WAV2VEC2_BATCH_RECORD=<path>`` in the environment makes each
+and each utterance is trained on once per epoch. ``--batch_record <path>`` makes each
 process append the utterance ids of every training batch it collates to ``<path>.<process index>`` (JSON lines
 with the epoch), to check the data order.
 
@@ -157,6 +157,9 @@ class Arguments(DataArguments):
     activation_dropout: float = 0.1
     feat_proj_dropout: float = 0.0
     final_dropout: float = 0.0
+    batch_record: str | None = field(default=None, metadata={
+        "help": "debugging: each process appends the utterance ids of every training batch it collates to "
+                "BATCH_RECORD.<process index> (JSON lines with the epoch), to check the data order"})
     feature_cache_gb: float = field(default=2.0, metadata={
         "help": "keep each utterance's frames from the frozen feature encoder, up to this many GB (in CPU memory): "
                 "epochs after the first skip the encoder (hf_wav2vec2.feature_cache; exact); 0 turns it off"})
@@ -415,6 +418,7 @@ def main():
         processing_class=processor, compute_metrics=make_compute_metrics(processor),
         preprocess_logits_for_metrics=argmax_logits, max_tokens=args.max_tokens,
         max_consecutive_skips=training_args.max_consecutive_skips, feature_cache=cache,
+        batch_record=args.batch_record,
     )
     result = trainer.train(resume_from_checkpoint=resume)  # TrainingStopped: no final model from bad weights
     if cache is not None:

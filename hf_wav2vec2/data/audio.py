@@ -84,7 +84,7 @@ def check_samples(samples: np.ndarray, name: str) -> None:
 
 
 def audio_info(source: AudioSource) -> tuple[int, int, int]:
-    """``(num_frames, sampling_rate, channels)`` read from the header only (no decoding), via ``soundfile.info``.
+    """``(file_samples, sampling_rate, channels)`` read from the header only (no decoding), via ``soundfile.info``.
 
     Raises ``AudioError`` when the file cannot be opened or parsed. For MP3 the frame count is an estimate.
     """
@@ -98,14 +98,14 @@ def audio_info(source: AudioSource) -> tuple[int, int, int]:
     return int(info.frames), int(info.samplerate), int(info.channels)
 
 
-def resampled_length(num_frames: int, sampling_rate: int, target_sr: int) -> int:
-    """Number of samples ``soxr.resample`` returns for ``num_frames`` at ``sampling_rate`` -> ``target_sr``.
+def resampled_length(num_samples: int, sampling_rate: int, target_sr: int) -> int:
+    """Number of samples ``soxr.resample`` returns for ``num_samples`` at ``sampling_rate`` -> ``target_sr``.
 
-    soxr rounds ``num_frames * target_sr / sampling_rate`` half up; integer arithmetic keeps it exact.
+    soxr rounds ``num_samples * target_sr / sampling_rate`` half up; integer arithmetic keeps it exact.
     """
     if sampling_rate == target_sr:
-        return num_frames
-    return (2 * num_frames * target_sr + sampling_rate) // (2 * sampling_rate)
+        return num_samples
+    return (2 * num_samples * target_sr + sampling_rate) // (2 * sampling_rate)
 
 
 def decode_audio(
@@ -138,8 +138,8 @@ def decode_audio(
         raise
     except Exception as error:
         raise AudioError(name, f"unreadable ({type(error).__name__}: {error})") from error
-    num_frames, channels = samples.shape
-    if num_frames == 0:
+    file_samples, channels = samples.shape
+    if file_samples == 0:
         raise AudioError(name, "empty (no samples)")
     if max_channels is not None and channels > max_channels:
         raise AudioError(name, f"has {channels} channels, expected at most {max_channels}")

@@ -171,7 +171,7 @@ class CTCCollator:
     Args:
         processor: from :func:`build_processor`; its feature extractor pads (and normalises for layer-norm models),
             its tokenizer turns text into labels after the processor's normalisation (:func:`processor_normalizer`).
-        num_frames: the model's samples -> frames arithmetic (``model.num_frames``), for the CTC feasibility check
+        frames_of: the model's samples -> frames arithmetic (``model.num_frames``), for the CTC feasibility check
             (audio too short for its labels, including audio shorter than the receptive field, is dropped by it).
         min_samples: shorter audio is dropped (counted under "audio"); pass the model's receptive field
             (``config.receptive_field``). The default, 1, only drops empty audio.
@@ -186,7 +186,7 @@ class CTCCollator:
     """
 
     processor: Wav2Vec2Processor
-    num_frames: Callable[[int], int]
+    frames_of: Callable[[int], int]
     min_samples: int = 1
     pad_to_multiple_of: int | None = None
     return_ids: bool = False
@@ -249,7 +249,7 @@ class CTCCollator:
             self.report.dropped["empty"] += 1
             logger.warning("dropping %s: empty transcript", name)
             return None
-        frames, needed = int(self.num_frames(num_samples)), ctc_required_frames(labels)
+        frames, needed = int(self.frames_of(num_samples)), ctc_required_frames(labels)
         if needed > frames:
             self.report.dropped["infeasible"] += 1
             logger.warning("dropping %s: CTC-infeasible, its %d labels need %d frames but %d samples give %d",
@@ -276,13 +276,13 @@ def _name(example: Mapping) -> str:
     return example.get("id") or example.get("path") or "<example>"
 
 
-def filter_ctc_dataset(dataset, processor: Wav2Vec2Processor, num_frames: Callable[[int], int],
+def filter_ctc_dataset(dataset, processor: Wav2Vec2Processor, frames_of: Callable[[int], int],
                        report: CTCReport | None = None):
     """Drop the rows of a ``load_speech_dataset`` dataset that :class:`CTCCollator` would drop, from the
     ``text`` and ``num_samples`` columns alone (no decoding): empty transcripts and CTC-infeasible utterances.
     Each is logged; counts go to ``report``. Run before training so that batches keep their planned size."""
     report = report if report is not None else CTCReport()
-    collator = CTCCollator(processor, num_frames, report=report)
+    collator = CTCCollator(processor, frames_of, report=report)
     keep = [index for index, (utt_id, text, samples)
             in enumerate(zip(dataset["id"], dataset["text"], dataset["num_samples"]))
             if collator.usable_labels(utt_id, text, samples) is not None]

@@ -225,16 +225,16 @@ def from_hf_dataset(
         for row, index in enumerate(indices):
             audio = columns[audio_column][row]
             try:
-                num_frames, sampling_rate, channels = audio_info(audio)
-                error = _header_problem(num_frames, sampling_rate, channels, target_sr, min_samples, max_channels)
+                file_samples, sampling_rate, channels = audio_info(audio)
+                error = _header_problem(file_samples, sampling_rate, channels, target_sr, min_samples, max_channels)
             except AudioError as bad:
-                num_frames, sampling_rate, error = 0, target_sr, bad.reason
+                file_samples, sampling_rate, error = 0, target_sr, bad.reason
             out["id"].append(str(columns[id_column][row]) if id_column else f"{id_prefix}-{index}")
             out["path"].append(audio.get("path") or "")
             out["text"].append(normalizer(columns[text_column][row] or "") if text_column else "")
             out["speaker_id"].append(str(columns[speaker_column][row]) if speaker_column else "")
-            out["duration"].append(num_frames / sampling_rate)
-            out["num_samples"].append(resampled_length(num_frames, sampling_rate, target_sr))
+            out["duration"].append(file_samples / sampling_rate)
+            out["num_samples"].append(resampled_length(file_samples, sampling_rate, target_sr))
             out["error"].append(error or "")
         return out
 
@@ -482,13 +482,13 @@ def _read_text_lines(path: str) -> list[str]:
         return text.splitlines()
 
 
-def _header_problem(num_frames, sampling_rate, channels, target_sr, min_samples, max_channels) -> str | None:
+def _header_problem(file_samples, sampling_rate, channels, target_sr, min_samples, max_channels) -> str | None:
     """Why a file with this header cannot be used, or None when it can."""
-    if num_frames == 0:
+    if file_samples == 0:
         return "empty (no samples)"
     if max_channels is not None and channels > max_channels:
         return f"has {channels} channels, expected at most {max_channels}"
-    num_samples = resampled_length(num_frames, sampling_rate, target_sr)
+    num_samples = resampled_length(file_samples, sampling_rate, target_sr)
     if num_samples < min_samples:
         return f"too short: {num_samples} samples at {target_sr} Hz (< {min_samples})"
     return None
@@ -533,11 +533,11 @@ def _scan_folder(folder, target_sr, min_samples, max_channels, num_workers, repo
 
     def probe(path):
         try:
-            num_frames, sampling_rate, channels = audio_info(path)
+            file_samples, sampling_rate, channels = audio_info(path)
         except AudioError as error:
             return None, error.reason
-        problem = _header_problem(num_frames, sampling_rate, channels, target_sr, min_samples, max_channels)
-        return (num_frames, sampling_rate), problem
+        problem = _header_problem(file_samples, sampling_rate, channels, target_sr, min_samples, max_channels)
+        return (file_samples, sampling_rate), problem
 
     with ThreadPoolExecutor(max(1, num_workers)) as pool:  # header reads are I/O bound; soundfile drops the GIL
         probes = list(pool.map(probe, [path for path, _, _ in entries]))
@@ -547,7 +547,7 @@ def _scan_folder(folder, target_sr, min_samples, max_channels, num_workers, repo
             logger.warning("skipping %s: %s", path, problem)
             report.skipped.append((path, problem))
             continue
-        num_frames, sampling_rate = header
+        file_samples, sampling_rate = header
         match = _LIBRISPEECH_ID.match(utt_id)
         rows.append(
             {
@@ -555,8 +555,8 @@ def _scan_folder(folder, target_sr, min_samples, max_channels, num_workers, repo
                 "path": path,
                 "text": text or "",
                 "speaker_id": match.group(1) if match else "",
-                "duration": num_frames / sampling_rate,
-                "num_samples": resampled_length(num_frames, sampling_rate, target_sr),
+                "duration": file_samples / sampling_rate,
+                "num_samples": resampled_length(file_samples, sampling_rate, target_sr),
             }
         )
     return rows

@@ -236,6 +236,8 @@ class CTCTrainer(Trainer):
         max_consecutive_skips: stop after this many skipped updates in a row (:class:`SkipGuard`); None: never.
         feature_cache: a :class:`~hf_wav2vec2.feature_cache.FeatureCache` for the frozen encoder's frames, looked up
             by the ids of a collator with ``return_ids=True``; None: the encoder runs on every batch.
+        batch_record: a debugging record of the data order (:class:`BatchRecord`, with ``max_tokens``): each process
+            appends the utterance ids of every training batch it collates to ``<batch_record>.<process index>``.
 
     The model must use ``ctc_loss_reduction="sum"``: the trainer normalises by the utterance count itself. The data
     collator is wrapped in :class:`PlaceholderForEmptyBatch`: a None batch becomes a zero-loss placeholder.
@@ -246,9 +248,10 @@ class CTCTrainer(Trainer):
     def __init__(self, *args, max_tokens: int | None = None, lr_phase_ratios=(0.1, 0.4, 0.5),
                  init_lr_scale: float = 0.01, final_lr_scale: float = 0.05,
                  freeze_finetune_updates: int | None = None, max_consecutive_skips: int | None = 10,
-                 feature_cache: FeatureCache | None = None, **kwargs):
+                 feature_cache: FeatureCache | None = None, batch_record: str | None = None, **kwargs):
         self.max_tokens = max_tokens
         self.feature_cache = feature_cache
+        self.batch_record = batch_record
         self.lr_phase_ratios = tuple(lr_phase_ratios)
         self.init_lr_scale = init_lr_scale
         self.final_lr_scale = final_lr_scale
@@ -357,8 +360,8 @@ class CTCTrainer(Trainer):
         if len(sampler) == 0:
             raise ValueError(f"no training utterance fits max_tokens={self.max_tokens} samples ({_ADVICE})")
         collate = self.data_collator
-        if os.environ.get(BATCH_RECORD_ENV):
-            collate = BatchRecord(collate, sampler, f"{os.environ[BATCH_RECORD_ENV]}.{self.args.process_index}")
+        if self.batch_record is not None:
+            collate = BatchRecord(collate, sampler, f"{self.batch_record}.{self.args.process_index}")
         return self._audio_dataloader(EpochToSampler(self.train_dataset, sampler), sampler, collate)
 
     def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
@@ -436,11 +439,10 @@ class EpochToSampler(Dataset):
         self.sampler.set_epoch(epoch)
 
 
-BATCH_RECORD_ENV = "HF_WAV2VEC2_BATCH_RECORD"
 
 
 class BatchRecord:
-    """A debugging record of the data order: with ``HF_WAV2VEC2_BATCH_RECORD=<path>`` in the environment, each
+    """A debugging record of the data order, a stage of the data path (``CTCTrainer(batch_record=path)``): each
     process appends one JSON line per training batch it collates, ``{"epoch": e, "ids": [utterance ids]}``, to
     ``<path>.<process index>``, then collates as usual (an undecodable file's id is null). The epoch is the batch
     sampler's when the batch is collated (with persistent DataLoader workers, the one their copy was made in). What

@@ -8,15 +8,8 @@ from transformers import AutoConfig, AutoModel, AutoModelForCTC, AutoModelForPre
 from .configuration import W2V2Config
 from .frames import num_frames
 from .loading import check_model_path
-from .modeling import (
-    W2V2BaseModelOutput,
-    W2V2CTCOutput,
-    W2V2ForCTC,
-    W2V2ForPreTraining,
-    W2V2ForPreTrainingOutput,
-    W2V2Model,
-    W2V2PreTrainedModel,
-)
+from .modeling import W2V2ForCTC, W2V2ForPreTraining, W2V2Model, W2V2PreTrainedModel
+from .outputs import W2V2BaseModelOutput, W2V2CTCOutput, W2V2ForPreTrainingOutput
 
 AutoConfig.register(W2V2Config.model_type, W2V2Config, exist_ok=True)
 AutoModel.register(W2V2Config, W2V2Model, exist_ok=True)

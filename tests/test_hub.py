@@ -43,7 +43,7 @@ from hf_wav2vec2.training.finetune import CTCTrainer
 REPO = Path(hf_wav2vec2.__file__).resolve().parents[1]
 CODE_FILES = {"modeling.py", "configuration.py", "feature_encoder.py", "frames.py", "loading.py", "kernels_conv.py",
               "kernels_norm.py", "kernels_fft.py", "kernels_recompute.py", "kernels_dropout.py", "kernels_attention.py",
-              "masking.py", "transformer.py",
+              "outputs.py", "masking.py", "transformer.py",
               "quantizer.py", "losses.py"}
 CARD = {
     "model_name": "w2v2-tiny-test",

@@ -113,14 +113,13 @@ def finetuned_model_card_info(args, training_args, recipe_name: str, recipe: Map
                        "skipped updates": record.get("skipped_updates", 0)}
         pretraining.update({f"final validation {k.removeprefix('val_').replace('_', ' ')}": v
                             for k, v in record.get("last_validation", {}).items()})
-    if any(d["name"] == SYNTHETIC_CORPUS for d in train_data):
+    if _synthetic(train_data):
         limitations.append("Fine-tuned on synthetic speech (eSpeak NG voices): it shows that the pipeline works and "
                            "is not meant to transcribe real recordings.")
-    name = os.path.basename(os.path.abspath(training_args.output_dir))
+    name = _model_name(training_args.output_dir)
     return ModelCardInfo(
         model_name=name, task="ctc", repo_id=training_args.hub_model_id or name,
-        language=card_language(args, train_sources),
-        datasets=_unique(d["hub_id"] for d in (*train_data, *describe_data(eval_sources)) if d["hub_id"]),
+        language=card_language(args, train_sources), datasets=_hub_datasets(train_data, eval_sources),
         data=data, results=asr_results, pretraining=pretraining, finetuning=finetuning,
         training_log=evaluation_log(log_history), limitations=limitations,
         base_model=None if os.path.exists(args.model_name_or_path) else args.model_name_or_path)
@@ -176,14 +175,13 @@ def pretraining_model_card_info(args, record: Mapping, config) -> ModelCardInfo:
         "seed": args.seed,
     }
     limitations = []
-    if any(d["name"] == SYNTHETIC_CORPUS for d in train_data):
+    if _synthetic(train_data):
         limitations.append("Pretrained on synthetic speech (eSpeak NG voices): it shows that the pipeline works; "
                            "its representations are not meant for real recordings.")
-    name = os.path.basename(os.path.abspath(args.output_dir))
+    name = _model_name(args.output_dir)
     return ModelCardInfo(
         model_name=name, task="pretraining", repo_id=args.hub_model_id or name,
-        language=card_language(args, train_sources),
-        datasets=_unique(d["hub_id"] for d in (*train_data, *describe_data(dev_sources)) if d["hub_id"]),
+        language=card_language(args, train_sources), datasets=_hub_datasets(train_data, dev_sources),
         data=data, pretraining=pretraining, validation=validation, limitations=limitations)
 
 
@@ -193,6 +191,20 @@ SYNTHETIC_CORPUS = "hf_wav2vec2 synthetic corpus (eSpeak NG)"
 def _config_name(name: str | None) -> str | None:
     """A preset by its name, a config.json path by its file or folder name (no path of this machine in a card)."""
     return os.path.basename(os.path.normpath(name)) if name and os.path.exists(name) else name
+
+
+def _synthetic(data: Sequence[Mapping]) -> bool:
+    return any(d["name"] == SYNTHETIC_CORPUS for d in data)
+
+
+def _model_name(output_dir: str) -> str:
+    """The card's model name: the output folder's name."""
+    return os.path.basename(os.path.abspath(output_dir))
+
+
+def _hub_datasets(train_data: Sequence[Mapping], other_sources: Sequence[str]) -> list[str]:
+    """The Hub dataset ids among the training data and the other sources, each once (local folders left out)."""
+    return _unique(d["hub_id"] for d in (*train_data, *describe_data(other_sources)) if d["hub_id"])
 
 
 def _as_list(sources) -> list[str]:

@@ -367,9 +367,10 @@ def main():
                                        max_samples=args.max_eval_samples, **data_options)
 
     # 2. processor: characters of the training transcripts, [PAD] = blank = 0, [UNK], "|" between words, and the
-    # normalisation (saved with it in every checkpoint and in the output folder)
+    # normalisation (saved with it in every checkpoint and in the output folder). Every transcript was normalised
+    # once, at load: the vocabulary, the filter and the collator read it as it is.
     if processor is None:
-        processor = build_processor(build_vocabulary(train["text"], normalizer), normalizer=normalizer,
+        processor = build_processor(build_vocabulary(train["text"], normalizer=None), normalizer=normalizer,
                                     feat_extract_norm=config.feat_extract_norm)
     tokenizer = processor.tokenizer
     logger.info("vocabulary (%d): %s", len(tokenizer), "".join(tokenizer.convert_ids_to_tokens(range(len(tokenizer)))))
@@ -396,9 +397,10 @@ def main():
 
     # 4. drop what CTC cannot learn from (empty transcripts, audio too short for its labels), reported
     report = CTCReport()
-    train = filter_ctc_dataset(train, processor, model.num_frames, report)
+    train = filter_ctc_dataset(train, processor, model.num_frames, report, text_normalized=True)
     if eval_set is not None:
-        eval_set = filter_ctc_dataset(eval_set, processor, model.num_frames, report)
+        eval_set = filter_ctc_dataset(eval_set, processor, model.num_frames, report,
+                                      text_normalized=True)
     if report.dropped or report.unknown_characters:
         logger.warning("dropped before training: %s; characters mapped to [UNK]: %s", dict(report.dropped),
                        dict(report.unknown_characters))
@@ -414,7 +416,8 @@ def main():
     trainer = CTCTrainer(
         model=model, args=training_args, train_dataset=AudioDataset(train, min_samples=min_samples),
         eval_dataset=AudioDataset(eval_set, min_samples=min_samples) if eval_set is not None else None,
-        data_collator=CTCCollator(processor, model.num_frames, min_samples=min_samples, return_ids=cache is not None),
+        data_collator=CTCCollator(processor, model.num_frames, min_samples=min_samples, return_ids=cache is not None,
+                                  text_normalized=True),
         processing_class=processor, compute_metrics=make_compute_metrics(processor),
         preprocess_logits_for_metrics=argmax_logits, max_tokens=args.max_tokens,
         max_consecutive_skips=training_args.max_consecutive_skips, feature_cache=cache,
@@ -433,7 +436,7 @@ def main():
     if args.test_split_name:
         test = load_speech_dataset(args.eval_dataset_name or args.dataset_name, split=args.test_split_name,
                                    max_samples=args.max_eval_samples, **data_options)
-        test = filter_ctc_dataset(test, processor, model.num_frames, report)
+        test = filter_ctc_dataset(test, processor, model.num_frames, report, text_normalized=True)
         results[args.test_split_name] = trainer.evaluate(AudioDataset(test, min_samples=min_samples),
                                                     metric_key_prefix="test")
     if trainer.is_world_process_zero():

@@ -58,15 +58,16 @@ SPECIAL_TOKENS = (BLANK_TOKEN, UNK_TOKEN, WORD_DELIMITER)  # ids 0, 1, 2
 
 
 # ----------------------------------------------------------------------------------------------- vocabulary
-def build_vocabulary(transcripts: Iterable[str], normalizer: TextNormalizer = LIBRISPEECH) -> dict[str, int]:
+def build_vocabulary(transcripts: Iterable[str], normalizer: TextNormalizer | None = LIBRISPEECH) -> dict[str, int]:
     """``{token: id}``: [PAD]=0 (blank), [UNK]=1, ``|``=2, then the characters of the transcripts normalised by
-    ``normalizer``, sorted by code point. The same transcripts give the same vocabulary on any machine.
+    ``normalizer`` (None: they already are, as ``load_speech_dataset(normalizer=...)`` writes them), sorted by code
+    point. The same transcripts give the same vocabulary on any machine.
 
     The default normaliser is LibriSpeech's English one; pass ``TextNormalizer()`` (or the one the data was loaded
     with) for any other language, and give :func:`build_processor` the same one."""
     characters = set()
     for text in transcripts:
-        characters.update(normalizer(text).replace(" ", ""))
+        characters.update((normalizer(text) if normalizer is not None else text).replace(" ", ""))
     vocabulary = {token: i for i, token in enumerate(SPECIAL_TOKENS)}
     for character in sorted(characters):
         vocabulary[character] = len(vocabulary)
@@ -178,6 +179,8 @@ class CTCCollator:
         pad_to_multiple_of: round the padded audio length up to a multiple of this.
         return_ids: add ``"ids"`` (utterance ids) and ``"num_samples"`` (real samples), host lists of the kept
             examples, for a stage keyed by utterance (``CTCTrainer``'s feature cache).
+        text_normalized: the examples' ``text`` is already written by the processor's normaliser (as
+            ``load_speech_dataset(normalizer=...)`` writes it, once per utterance at load): labels only tokenise it.
 
     Returns ``{"input_values": (B, L) float32, "attention_mask": (B, L) long, "labels": (B, U) long}`` with labels
     padded by -100, or **None when no example of the batch is usable** (counted in ``report.empty_batches``), as
@@ -190,6 +193,7 @@ class CTCCollator:
     min_samples: int = 1
     pad_to_multiple_of: int | None = None
     return_ids: bool = False
+    text_normalized: bool = False
     report: CTCReport = field(default_factory=CTCReport)
 
     def __post_init__(self):
@@ -231,9 +235,10 @@ class CTCCollator:
         return out
 
     def labels(self, text: str) -> list[int]:
-        """Token ids of a transcript (normalised first, by the processor's normaliser); unknown characters become
-        [UNK], with a warning the first time each one is seen."""
-        text = self.normalizer(text)
+        """Token ids of a transcript (normalised first by the processor's normaliser, unless ``text_normalized``);
+        unknown characters become [UNK], with a warning the first time each one is seen."""
+        if not self.text_normalized:
+            text = self.normalizer(text)
         for character in set(text.replace(" ", "")) - self._characters:
             if character not in self.report.unknown_characters:
                 logger.warning("character %r is not in the vocabulary: mapped to %s", character, UNK_TOKEN)
@@ -277,12 +282,12 @@ def _name(example: Mapping) -> str:
 
 
 def filter_ctc_dataset(dataset, processor: Wav2Vec2Processor, frames_of: Callable[[int], int],
-                       report: CTCReport | None = None):
+                       report: CTCReport | None = None, *, text_normalized: bool = False):
     """Drop the rows of a ``load_speech_dataset`` dataset that :class:`CTCCollator` would drop, from the
     ``text`` and ``num_samples`` columns alone (no decoding): empty transcripts and CTC-infeasible utterances.
     Each is logged; counts go to ``report``. Run before training so that batches keep their planned size."""
     report = report if report is not None else CTCReport()
-    collator = CTCCollator(processor, frames_of, report=report)
+    collator = CTCCollator(processor, frames_of, report=report, text_normalized=text_normalized)
     keep = [index for index, (utt_id, text, samples)
             in enumerate(zip(dataset["id"], dataset["text"], dataset["num_samples"]))
             if collator.usable_labels(utt_id, text, samples) is not None]

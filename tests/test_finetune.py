@@ -22,7 +22,7 @@ from hf_wav2vec2.data.batching import MaxTokensBatchSampler
 from hf_wav2vec2.data.ctc import CTCCollator, build_processor, build_vocabulary, ctc_required_frames
 from hf_wav2vec2.metrics import load_metric
 from hf_wav2vec2.training import tri_stage_lr_lambda
-from hf_wav2vec2.training.finetune import CTCTrainer, make_compute_metrics
+from hf_wav2vec2.training.finetune import SUMMARY_FIELDS, CTCTrainer, edit_counts, summary_metrics
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRANSCRIPTS = ["and god said", "Let there be light.", "it's well-pleased"]
@@ -240,16 +240,21 @@ def test_offline_wer_cer_against_hand_computed_values():
     assert load_metric("wer").compute(predictions=["A B"], references=["A B"]) == 0.0
 
 
-def test_compute_metrics_greedy_ctc_decoding(processor):
-    ids = processor.tokenizer.convert_tokens_to_ids
-    a, d, s, bar = ids("A"), ids("D"), ids("S"), ids("|")
-    l_ = ids("L")
-    predictions = np.array([[a, a, 0, d, bar, bar, s, -100], [l_, 0, l_, 0, 0, 0, 0, 0], [0] * 8])
-    labels = np.array([[a, d, bar, s, -100], [l_, l_, -100, -100, -100], [-100] * 5])  # last: a placeholder row
+def test_summed_edit_counts_give_the_corpus_metrics():
+    """Evaluation sums edit counts per batch (and process): any split of the utterances into batches gives the
+    corpus WER and CER of the evaluate metrics (the oracle), and the loss per utterance."""
     from transformers import EvalPrediction
 
-    metrics = make_compute_metrics(processor)(EvalPrediction(predictions=predictions, label_ids=labels))
-    assert metrics == {"wer": 0.0, "cer": 0.0}  # "AAD||S" -> "AD S", "L L" -> "LL" matches the label "LL"
+    from hf_wav2vec2.evaluation import error_rates
+
+    references = ["THE CAT SAT", "HELLO", "A  B C", "IT'S HERE"]
+    hypotheses = ["THE BAT SAT ON", "HELO", "A B", ""]
+    rows = [[10.0, 2, *edit_counts(references[:2], hypotheses[:2])], [0.0, 0, *edit_counts([], [])],  # placeholder
+            [6.0, 2, *edit_counts(references[2:], hypotheses[2:])]]
+    metrics = summary_metrics(EvalPrediction(predictions=np.array(rows), label_ids=np.array(rows)))
+    expected = error_rates(references, hypotheses)
+    assert metrics["wer"] == pytest.approx(expected["wer"]) and metrics["cer"] == pytest.approx(expected["cer"])
+    assert metrics["loss"] == pytest.approx(16.0 / 4)
 
 
 # ------------------------------------------------------------------------------------------------ end to end
@@ -305,18 +310,20 @@ def test_train_ctc_end_to_end(corpus, tmp_path, layout):
         assert isinstance(text, str) and set(text) <= set(processor.tokenizer.get_vocab()) | {" ", "[", "]"}
 
 
-def test_padded_frames_decode_as_blank(processor, tmp_path):
+def test_evaluation_of_a_padded_batch_equals_its_utterances_alone(processor, tmp_path):
+    """The frames past an utterance's end are not read as speech: a padded batch's summary row (loss, edit counts)
+    is the sum of its utterances' rows evaluated alone."""
     model = ctc_model(processor).eval()
     torch.nn.init.normal_(model.lm_head.bias, std=10.0)  # make non-blank outputs likely everywhere
-    batch = CTCCollator(processor, model.num_frames)([utterance(1.0, "and god said"), utterance(0.3, "let", 1)])
-    trainer = CTCTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[]))
-    _, logits, _ = trainer.prediction_step(model, batch, prediction_loss_only=False)
-    short = int(model.num_frames(int(batch["attention_mask"][1].sum())))
-    ids = logits.argmax(-1)
-    assert (ids[1, short:] == 0).all() and logits.shape[1] > short
-    with torch.no_grad():
-        alone = model(batch["input_values"][1:, : int(batch["attention_mask"][1].sum())]).logits.argmax(-1)
-    assert torch.equal(ids[1, :short], alone[0])
+    collator = CTCCollator(processor, model.num_frames)
+    examples = [utterance(1.0, "and god said"), utterance(0.3, "let", 1)]
+    trainer = CTCTrainer(model=model, args=TrainingArguments(output_dir=str(tmp_path), report_to=[]),
+                         processing_class=processor)
+    _, batch, _ = trainer.prediction_step(model, collator(examples), prediction_loss_only=False)
+    alone = sum(trainer.prediction_step(model, collator([e]), prediction_loss_only=False)[1] for e in examples)
+    assert batch.shape == (1, len(SUMMARY_FIELDS)) and batch[0, 3] == 4  # four reference words
+    assert torch.equal(batch[0, 1:], alone[0, 1:]) and batch[0, 2] > 0  # counts, with errors to count
+    torch.testing.assert_close(batch[0, 0], alone[0, 0], rtol=1e-5, atol=1e-4)  # the summed loss
 
 
 # ------------------------------------------------------------------------------------ fp16: the gradient scaler

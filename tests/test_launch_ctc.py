@@ -174,9 +174,10 @@ def test_fsdp_on_cpu_is_refused_not_ignored(ctc_folder, tmp_path, monkeypatch):
     from hf_wav2vec2.cli import train_ctc
 
     monkeypatch.setenv("FSDP_CPU_RAM_EFFICIENT_LOADING", "false")  # TrainingArguments sets it: undone after the test
-    monkeypatch.setattr(sys, "argv", ["train_ctc.py", "--model_name_or_path", str(ctc_folder / "start"), "--dataset",
-                                      str(ctc_folder / "split"), "--output_dir", str(tmp_path / "out"),
-                                      "--huge_pages", "false", "--report_to", "none", "--fsdp", "full_shard"])
+    monkeypatch.setattr(sys, "argv", ["train_ctc.py", "--model_name_or_path", str(ctc_folder / "start"),
+                                      "--dataset_name", str(ctc_folder / "split"),
+                                      "--output_dir", str(tmp_path / "out"), "--huge_pages", "false",
+                                      "--report_to", "none", "--fsdp", "full_shard"])
     with pytest.raises(SystemExit, match="--fsdp needs GPUs"):
         train_ctc.main()
     assert not (tmp_path / "out").exists()
@@ -201,3 +202,25 @@ def test_torch_compile_option_gives_the_eager_losses_in_another_process(ctc_fold
     assert sorted(losses[0]) == [1, 2, 3]
     for step, loss in losses[0].items():
         assert losses[1][step] == pytest.approx(loss, rel=1e-4)
+
+
+def test_two_processes_evaluate_a_split_as_one_process_does(accelerate_run, ctc_folder, tmp_path):
+    """Batches built by total audio hold different numbers of utterances and frames on each process; the Trainer
+    used to gather their logits and died (gloo: "Received data size doesn't match expected size"). Each process now
+    sums edit counts per batch: with one utterance a batch, two processes give exactly one process's WER and CER."""
+    work, _ = accelerate_run
+    driver = os.path.join(ROOT, "tests", "ctc_eval_driver.py")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1", "PYTHONPATH": ROOT}
+    results = {}
+    for name, launcher in (("one", [sys.executable]),
+                           ("two", [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                    "--master_port", str(free_port())])):
+        out = tmp_path / f"{name}.json"
+        run = subprocess.run([*launcher, driver, str(work / "out"), str(ctc_folder / "split"), str(out)], env=env,
+                             cwd=ROOT, capture_output=True, text=True, timeout=TIMEOUT_S)
+        assert run.returncode == 0, run.stderr[-3000:]
+        results[name] = json.loads(out.read_text())
+    one, two = results["one"], results["two"]
+    assert (one["processes"], two["processes"]) == (1, 2)
+    assert (two["eval_wer"], two["eval_cer"]) == (one["eval_wer"], one["eval_cer"]) and one["eval_wer"] > 0
+    assert two["eval_loss"] == pytest.approx(one["eval_loss"], rel=1e-5)

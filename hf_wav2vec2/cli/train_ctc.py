@@ -112,7 +112,7 @@ from hf_wav2vec2.hub import push_hub_folder, save_hub_folder
 from hf_wav2vec2.training import FINETUNING_RECIPES, choose_finetuning_recipe
 from hf_wav2vec2.training.allocator import use_huge_pages
 from hf_wav2vec2.training.checkpoints import check_output_dir, latest_checkpoint
-from hf_wav2vec2.training.finetune import CTCTrainer, argmax_logits, make_compute_metrics
+from hf_wav2vec2.training.finetune import CTCTrainer
 
 logger = logging.getLogger("train_ctc")
 
@@ -418,8 +418,7 @@ def main():
         eval_dataset=AudioDataset(eval_set, min_samples=min_samples) if eval_set is not None else None,
         data_collator=CTCCollator(processor, model.num_frames, min_samples=min_samples, return_ids=cache is not None,
                                   text_normalized=True),
-        processing_class=processor, compute_metrics=make_compute_metrics(processor),
-        preprocess_logits_for_metrics=argmax_logits, max_tokens=args.max_tokens,
+        processing_class=processor, max_tokens=args.max_tokens,
         max_consecutive_skips=training_args.max_consecutive_skips, feature_cache=cache,
         batch_record=args.batch_record,
     )

@@ -15,7 +15,9 @@
   run with :class:`TrainingStopped`. The Trainer still counts a skipped update in ``global_step`` and steps the LR
   schedule (its data position on resume is ``global_step`` updates of batches), as pretraining does for non-finite
   updates.
-* :func:`make_compute_metrics` / :func:`argmax_logits`: greedy CTC decoding and WER / CER through ``evaluate``.
+* Evaluation: each batch is greedy-decoded where it is computed and summed into edit counts
+  (:func:`edit_counts`, :data:`SUMMARY_FIELDS`); :func:`summary_metrics` turns the gathered sums into the split's
+  WER, CER and loss, equal on any number of processes.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 
+import jiwer
 import numpy as np
 import torch
 from torch.nn.utils import get_total_norm
@@ -34,7 +38,7 @@ from transformers import EvalPrediction, Trainer, TrainerCallback
 from transformers.trainer_callback import ExportableState
 
 from ..data.batching import MaxTokensBatchSampler
-from ..decoding import blank_padded_frames, greedy_decode
+from ..decoding import greedy_decode
 from ..feature_cache import FeatureCache
 from ..hub import PushCodeFilesCallback
 from .checkpoints import disk_full_error, is_disk_full, latest_checkpoint
@@ -189,35 +193,35 @@ class SkipGuard(TrainerCallback, ExportableState):
 
 
 # --------------------------------------------------------------------------------------------------- metrics
-def argmax_logits(logits: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-    """``preprocess_logits_for_metrics``: keep the (B, T) greedy ids instead of (B, T, V) logits, so evaluation
-    does not accumulate every logit of the dev set."""
-    if isinstance(logits, tuple):
-        logits = logits[0]
-    return logits.argmax(-1)
+# Per evaluation batch, what the WER, CER and loss of a split are sums of: one row per batch and process, the same
+# shape on every process, so that the Trainer's gather never meets batches of different sizes (batches built by
+# total audio hold different numbers of utterances and frames on each process) and memory does not grow with the
+# split (no logits or ids are kept).
+SUMMARY_FIELDS = ("loss_sum", "utterances", "word_errors", "words", "char_errors", "chars")
 
 
-def make_compute_metrics(processor, metrics: dict | None = None) -> Callable[[EvalPrediction], dict]:
-    """``compute_metrics`` for the Trainer: greedy-decode the argmax ids (see :func:`argmax_logits`), decode the
-    labels without collapsing repeats, and return ``{"wer": ..., "cer": ...}`` from the offline ``evaluate``
-    metrics of ``hf_wav2vec2.metrics`` (or ``metrics``, a name -> ``evaluate`` module dict). Rows without labels
-    (placeholder batches, see :class:`PlaceholderForEmptyBatch`) are left out."""
-    if metrics is None:
-        from ..metrics import load_metric
+def edit_counts(references: Sequence[str], hypotheses: Sequence[str]) -> tuple[int, int, int, int]:
+    """(word edits, reference words, character edits, reference characters) of the minimum alignments, summed over
+    the pairs: what the corpus WER and CER of ``hf_wav2vec2.metrics`` divide (jiwer's alignments, the same cleaning
+    of spaces), so that sums over batches and processes give exactly the corpus figures."""
+    if not references:
+        return 0, 0, 0, 0
+    words = jiwer.process_words(list(references), list(hypotheses))
+    clean = [" ".join(text.split()) for text in references], [" ".join(text.split()) for text in hypotheses]
+    chars = jiwer.process_characters(*clean)
+    return (words.substitutions + words.deletions + words.insertions,
+            words.substitutions + words.deletions + words.hits,
+            chars.substitutions + chars.deletions + chars.insertions,
+            chars.substitutions + chars.deletions + chars.hits)
 
-        metrics = {name: load_metric(name) for name in ("wer", "cer")}
 
-    def compute_metrics(prediction: EvalPrediction) -> dict:
-        predicted = np.asarray(prediction.predictions)
-        labels = np.asarray(prediction.label_ids)
-        has_labels = (labels >= 0).any(-1)
-        hypotheses = greedy_decode(predicted[has_labels], processor.tokenizer)
-        labels = np.where(labels[has_labels] < 0, processor.tokenizer.pad_token_id, labels[has_labels])
-        references = processor.batch_decode(labels, group_tokens=False)  # "LL" in labels is two letters
-        return {name: metric.compute(predictions=hypotheses, references=references)
-                for name, metric in metrics.items()}
-
-    return compute_metrics
+def summary_metrics(prediction: EvalPrediction) -> dict:
+    """``compute_metrics`` of :class:`CTCTrainer`: the loss per utterance, WER and CER of the whole split from the
+    per-batch rows of :data:`SUMMARY_FIELDS` gathered from every process."""
+    totals = dict(zip(SUMMARY_FIELDS, np.asarray(prediction.predictions, dtype=np.float64).reshape(-1, 6).sum(0)))
+    ratio = lambda errors, total: errors / total if total else float(errors > 0)  # noqa: E731
+    return {"loss": ratio(totals["loss_sum"], totals["utterances"]),
+            "wer": ratio(totals["word_errors"], totals["words"]), "cer": ratio(totals["char_errors"], totals["chars"])}
 
 
 # --------------------------------------------------------------------------------------------------- trainer
@@ -241,6 +245,8 @@ class CTCTrainer(Trainer):
 
     The model must use ``ctc_loss_reduction="sum"``: the trainer normalises by the utterance count itself. The data
     collator is wrapped in :class:`PlaceholderForEmptyBatch`: a None batch becomes a zero-loss placeholder.
+    Evaluation needs ``processing_class`` (the processor: its tokenizer decodes) and reports ``loss`` (per
+    utterance), ``wer`` and ``cer`` of the whole split (:func:`summary_metrics`).
     """
 
     loss_is_scaled_for_ga = True  # compute_loss divides by the utterances of the whole update
@@ -262,7 +268,11 @@ class CTCTrainer(Trainer):
             callbacks.append(PushCodeFilesCallback())  # intermediate Hub pushes carry the code auto_map names
         self.skip_guard = SkipGuard(max_consecutive_skips)
         callbacks.append(self.skip_guard)
-        super().__init__(*args, callbacks=callbacks, **kwargs)
+        if kwargs.get("compute_metrics") is not None or kwargs.get("preprocess_logits_for_metrics") is not None:
+            raise ValueError("CTCTrainer computes the split's WER, CER and loss itself (summary_metrics), from edit "
+                             "counts summed on each process; leave compute_metrics and preprocess_logits_for_metrics "
+                             "out")
+        super().__init__(*args, callbacks=callbacks, compute_metrics=summary_metrics, **kwargs)
         self.skip_guard.trainer = self
         reduction = self.model.config.ctc_loss_reduction
         if reduction != "sum":
@@ -301,7 +311,7 @@ class CTCTrainer(Trainer):
             inputs["conv_features"] = self.feature_cache(encoder, inputs["input_values"], ids, num_samples)
         outputs = model(**inputs)
         has_labels = (labels >= 0).any(-1)  # (B,) False only in the placeholder batch (PlaceholderForEmptyBatch)
-        if num_items_in_batch is None:  # evaluation: this batch alone
+        if num_items_in_batch is None or not model.training:  # evaluation: this batch alone, on this process
             num_items_in_batch = has_labels.sum()
         loss = outputs.loss / torch.as_tensor(num_items_in_batch, device=outputs.loss.device).clamp_min(1)
         if model.training and self.args.average_tokens_across_devices and self.args.world_size > 1:
@@ -336,15 +346,22 @@ class CTCTrainer(Trainer):
             raise disk_full_error(folder, error, latest_checkpoint(self.args.output_dir, "trainer_state.json")) \
                 from error
 
-    # 3. evaluation: frames past an utterance's end decode as blank
+    # 3. evaluation: each batch greedy-decoded on its process (frames past an utterance's end ignored), one row of
+    # edit counts returned as both predictions and labels; the Trainer gathers the rows, summary_metrics sums them
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        loss, outputs, labels = super().prediction_step(model, inputs, prediction_loss_only, ignore_keys)
-        if outputs is None:  # prediction_loss_only
-            return loss, outputs, labels
+        loss, outputs, labels = super().prediction_step(model, inputs, False, ignore_keys)
         # The Trainer returns every non-loss field of W2V2CTCOutput, in order: logits (B, T, V), frame_lengths (B,).
         logits, frame_lengths = outputs[:2]
-        # The padded frames of a batch carry outputs too; greedy decoding would read them as speech.
-        return loss, blank_padded_frames(logits, frame_lengths, self.model.config.pad_token_id), labels
+        has_labels = (labels >= 0).any(-1)  # (B,) False only in a placeholder batch
+        tokenizer = self.processing_class.tokenizer
+        hypotheses = greedy_decode(logits.argmax(-1)[has_labels], tokenizer, frame_lengths[has_labels])
+        rows = labels[has_labels]
+        references = tokenizer.batch_decode(rows.masked_fill(rows < 0, tokenizer.pad_token_id).tolist(),
+                                            group_tokens=False)  # "LL" in labels is two letters
+        utterances = len(references)
+        summary = torch.tensor([[float(loss) * utterances, utterances, *edit_counts(references, hypotheses)]],
+                               dtype=torch.float64, device=logits.device)  # (1, 6)
+        return None, summary, summary
 
     # 4. batches by total audio (fairseq max_tokens)
     def get_train_dataloader(self) -> DataLoader:
@@ -365,16 +382,21 @@ class CTCTrainer(Trainer):
         return self._audio_dataloader(EpochToSampler(self.train_dataset, sampler), sampler, collate)
 
     def get_eval_dataloader(self, eval_dataset=None) -> DataLoader:
-        if self.max_tokens is None:
-            return super().get_eval_dataloader(eval_dataset)
         if isinstance(eval_dataset, str):
             eval_dataset = self.eval_dataset[eval_dataset]
         dataset = eval_dataset if eval_dataset is not None else self.eval_dataset
         if dataset is None:
             raise ValueError("CTCTrainer: evaluation requires an eval_dataset")
-        # As many batches per process, no utterance repeated (a repeat would count twice in the WER).
-        sampler = MaxTokensBatchSampler(_lengths(dataset), self.max_tokens, shuffle=False, too_long="alone",
-                                        names=_names(dataset), num_batches_multiple=self.accelerator.num_processes)
+        if self.max_tokens is None and self.accelerator.num_processes == 1:
+            return super().get_eval_dataloader(eval_dataset)  # one process: nothing is repeated
+        # As many batches per process, no utterance repeated (a repeat would count twice in the WER): by total audio,
+        # or of per_device_eval_batch_size utterances without max_tokens.
+        max_tokens, max_batch = self.max_tokens, None
+        if max_tokens is None:
+            max_tokens, max_batch = sys.maxsize, self.args.per_device_eval_batch_size
+        sampler = MaxTokensBatchSampler(_lengths(dataset), max_tokens, shuffle=False, too_long="alone",
+                                        names=_names(dataset), max_batch_size=max_batch,
+                                        num_batches_multiple=self.accelerator.num_processes)
         return self._audio_dataloader(dataset, sampler, self.data_collator)
 
     def get_test_dataloader(self, test_dataset) -> DataLoader:

@@ -218,8 +218,12 @@ def edit_counts(references: Sequence[str], hypotheses: Sequence[str]) -> tuple[i
 def summary_metrics(prediction: EvalPrediction) -> dict:
     """``compute_metrics`` of :class:`CTCTrainer`: the loss per utterance, WER and CER of the whole split from the
     per-batch rows of :data:`SUMMARY_FIELDS` gathered from every process."""
-    totals = dict(zip(SUMMARY_FIELDS, np.asarray(prediction.predictions, dtype=np.float64).reshape(-1, 6).sum(0)))
-    ratio = lambda errors, total: errors / total if total else float(errors > 0)  # noqa: E731
+    rows = np.asarray(prediction.predictions, dtype=np.float64).reshape(-1, len(SUMMARY_FIELDS))
+    totals = dict(zip(SUMMARY_FIELDS, rows.sum(0)))
+
+    def ratio(errors: float, total: float) -> float:  # as the metrics: errors without a reference count as 1
+        return errors / total if total else float(errors > 0)
+
     return {"loss": ratio(totals["loss_sum"], totals["utterances"]),
             "wer": ratio(totals["word_errors"], totals["words"]), "cer": ratio(totals["char_errors"], totals["chars"])}
 

@@ -21,6 +21,7 @@ import sys
 from pathlib import Path
 
 import torch
+from huggingface_hub import ModelCardData, metadata_load
 from transformers import (
     AutoFeatureExtractor,
     AutoProcessor,
@@ -41,11 +42,7 @@ OUR_CLASSES = {cls.__name__: cls for cls in STOCK_CLASSES} | {stock.__name__: ou
 TORCH_NORM_EPS = 1e-5
 CONFIG_KEYS_DROPPED = ("auto_map", "architectures", "model_type", "transformers_version")
 CARD = """---
-library_name: transformers
-pipeline_tag: {pipeline_tag}
-tags:
-- wav2vec2
-- hf_wav2vec2
+{metadata}
 ---
 
 # {name}
@@ -100,6 +97,20 @@ def load_our_model(source: str | os.PathLike) -> W2V2PreTrainedModel:
     return OUR_CLASSES[name].from_pretrained(source)
 
 
+# What the source folder's card says that stays true of the export (same weights): kept in the export's card.
+CARRIED_METADATA = ("language", "license", "datasets", "base_model")
+
+
+def _card_metadata(source: str | None, pipeline_tag: str) -> str:
+    """The export card's YAML: transformers, the pipeline tag, our tags, and the source card's CARRIED_METADATA."""
+    carried = {}
+    if source is not None and os.path.isfile(os.path.join(source, "README.md")):
+        carried = {k: v for k, v in (metadata_load(os.path.join(source, "README.md")) or {}).items()
+                   if k in CARRIED_METADATA}
+    return ModelCardData(library_name="transformers", pipeline_tag=pipeline_tag, tags=["wav2vec2", "hf_wav2vec2"],
+                         **carried).to_yaml()
+
+
 def export_to_transformers(model: W2V2PreTrainedModel | str | os.PathLike, output_dir: str | os.PathLike,
                            processor=None, *, verify: bool = True) -> Path:
     """Write ``model`` (or the model folder it names) as a stock transformers folder: config.json (model_type
@@ -132,7 +143,7 @@ def export_to_transformers(model: W2V2PreTrainedModel | str | os.PathLike, outpu
     is_ctc = stock_class is Wav2Vec2ForCTC
     (output_dir / "README.md").write_text(CARD.format(
         name=output_dir.name, stock_class=stock_class.__name__,
-        pipeline_tag="automatic-speech-recognition" if is_ctc else "feature-extraction",
+        metadata=_card_metadata(source, "automatic-speech-recognition" if is_ctc else "feature-extraction"),
         auto_class="AutoModelForCTC" if is_ctc else
         ("AutoModelForPreTraining" if stock_class is Wav2Vec2ForPreTraining else "AutoModel"),
         pipeline_line=(f'\nfrom transformers import pipeline\npipeline("automatic-speech-recognition", '

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import tiny_config
+from huggingface_hub import metadata_load
 from test_hub import make_processor
 
 import hf_wav2vec2
@@ -53,6 +54,8 @@ def test_stock_transformers_loads_the_export_without_our_package(tmp_path):
         ctc.lm_head.bias[4:10] += 3.0  # a few letters win some frames, so the transcript is not empty
     ctc.save_pretrained(tmp_path / "ours")
     processor.save_pretrained(tmp_path / "ours")
+    (tmp_path / "ours" / "README.md").write_text("---\nlanguage: fr\nlicense: apache-2.0\ndatasets:\n- someone/speech\n"
+                                                 "tags:\n- hf_wav2vec2\n---\n\n# ours\n")  # the training card
     main(["--format", "transformers", "--model", str(tmp_path / "ours"), "--output_dir", str(tmp_path / "stock")])
     pre = W2V2ForPreTraining(tiny_config("layer_preln", vocab_size=None)).eval()
     export_to_transformers(pre, tmp_path / "stock_pre")
@@ -63,6 +66,10 @@ def test_stock_transformers_loads_the_export_without_our_package(tmp_path):
     assert not list((tmp_path / "stock").glob("*.py"))  # no code
     card = (tmp_path / "stock" / "README.md").read_text()
     assert "group norm" in card and "padded" in card.lower()
+    # what the training card says of the weights stays: language, license, datasets
+    assert {k: v for k, v in metadata_load(tmp_path / "stock" / "README.md").items() if k != "tags"} == {
+        "language": "fr", "license": "apache-2.0", "datasets": ["someone/speech"], "library_name": "transformers",
+        "pipeline_tag": "automatic-speech-recognition"}
 
     audio = np.random.default_rng(0).standard_normal((1, 8000)).astype(np.float32)  # unpadded
     np.save(tmp_path / "audio.npy", audio)

@@ -199,6 +199,21 @@ def test_train_ctc_without_dev_split_needs_no_eval_options():
     assert training_args.report_to == ["tensorboard"]
 
 
+@pytest.mark.parametrize("given, expected", [(["--eval_steps", "50"], (50, 50)), (["--save_steps", "20"], (20, 20)),
+                                             (["--eval_steps", "50", "--save_steps", "100"], (50, 100))])
+def test_train_ctc_one_interval_given_sets_the_other(given, expected):
+    """The transformers examples' habit, ``--eval_steps 50`` alone: the save interval follows it (the default 0.1 is a
+    fraction, which transformers refuses beside a count when the best checkpoint is loaded at the end)."""
+    from hf_wav2vec2.cli.train_ctc import Arguments, CTCTrainingArguments, check_options
+
+    argv = ["--model_name_or_path", "m", "--dataset_name", "d", "--eval_split_name", "dev", "--output_dir", "o",
+            "--use_cpu", "true", *given]
+    parser = HfArgumentParser((Arguments, CTCTrainingArguments))
+    parser.set_defaults(**check_options(argv))
+    _, training_args = parser.parse_args_into_dataclasses(args=argv)  # transformers' own checks pass
+    assert (training_args.eval_steps, training_args.save_steps) == expected and training_args.load_best_model_at_end
+
+
 def test_train_ctc_bf16_without_a_gpu_runs_on_the_cpu(monkeypatch):
     from hf_wav2vec2.cli.train_ctc import Arguments, CTCTrainingArguments, check_options
 

@@ -287,13 +287,14 @@ def test_kenlm_decoding_of_chunked_input_equals_one_pass(frame_local_folder, lon
     assert asr(audio, chunk_length_s=2.5, stride_length_s=0.5, batch_size=3)["text"] == one_pass
 
 
-def test_transcribe_script(folder, tmp_path):
+def test_transcribe_script(folder, tmp_path, capsys):
     rng = np.random.default_rng(0)
     files = []
-    for i, rate in enumerate((16000, 22050)):
-        files.append(tmp_path / f"{i}.wav")
+    for name, rate in (("0", 16000), ("réunion-東京", 22050)):
+        files.append(tmp_path / f"{name}.wav")
         sf.write(files[-1], 0.1 * rng.standard_normal(rate * 2), rate)
     out = transcribe.run(["--model", str(folder), "--timestamps", "word", "--files", *map(str, files)])
+    assert "réunion-東京" in capsys.readouterr().out  # printed as it is, not as \u escapes
     asr = asr_pipeline(str(folder))
     assert [r["text"] for r in out] == [asr(str(f))["text"] for f in files]
     assert [c["text"] for c in out[0]["chunks"]] == out[0]["text"].split()

@@ -253,6 +253,11 @@ def check_options(argv: list[str]) -> dict:
         # transformers refuses bf16 without a GPU unless --use_cpu is given; without a GPU the CPU is the device
         defaults["use_cpu"] = True
     if has_eval_split:
+        # The examples' habit, --eval_steps 50 alone: the best checkpoint is loaded at the end, so saves must fall on
+        # evaluations; the other interval follows the one given (transformers refuses a fraction beside a count).
+        for given_name, other in (("eval_steps", "save_steps"), ("save_steps", "eval_steps")):
+            if given_name in given and other not in given:
+                defaults[other] = getattr(parsed, given_name)
         return defaults
     needs_eval = [name for name in ("load_best_model_at_end", "metric_for_best_model", "eval_steps")
                   if name in given and getattr(parsed, name)]

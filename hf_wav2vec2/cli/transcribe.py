@@ -79,7 +79,7 @@ def run(argv: list[str] | None = None) -> list[dict]:
             if args.timestamps:
                 result["chunks"] = [{"text": c["text"], "timestamp": [float(t) for t in c["timestamp"]]}
                                     for c in out["chunks"]]
-        print(json.dumps(result), flush=True)
+        print(json.dumps(result, ensure_ascii=False), flush=True)  # every script's letters as they are
         results.append(result)
     return results
 
